@@ -1,0 +1,73 @@
+//! `Application`: builds the order store from the configuration, binds, and serves until the
+//! lifecycle stops. Integration tests drive the service through this type.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use order_events::config::EventStoreArgs;
+use order_events::event_log::memory::MemoryLog;
+use order_events::ops::{ReadinessCheck, finish_router};
+use order_events::order_store::OrderStore;
+use order_events::order_store::memory::MemoryOrderStore;
+use order_events::server;
+use order_events::shutdown::Lifecycle;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, OrderApiArgs};
+use crate::routes::{ApiState, router};
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    lifecycle: Lifecycle,
+    grace: Duration,
+}
+
+/// Ready while the store answers.
+pub struct StoreReady(pub Arc<dyn OrderStore>);
+
+#[async_trait]
+impl ReadinessCheck for StoreReady {
+    async fn check(&self) -> Result<(), String> {
+        self.0.check_ready().await.map_err(|e| e.to_string())
+    }
+}
+
+/// The order store the flags describe: Redis when a URL is given, else memory backed by `log`.
+pub async fn order_store(
+    store: &EventStoreArgs,
+    api: &OrderApiArgs,
+    memory_log: Option<Arc<MemoryLog>>,
+) -> anyhow::Result<Arc<dyn OrderStore>> {
+    match &store.redis_url {
+        Some(url) => crate::redis::connect(url, store, api).await,
+        None => {
+            let log = memory_log
+                .unwrap_or_else(|| Arc::new(MemoryLog::new(store.log_capacity as usize, store.log_max_age())));
+            Ok(Arc::new(MemoryOrderStore::new(log, api.order_capacity as usize)))
+        }
+    }
+}
+
+impl Application {
+    pub async fn build(config: &Config, lifecycle: Lifecycle) -> anyhow::Result<Self> {
+        let store = order_store(&config.store, &config.api, None).await?;
+        let state = ApiState { store: store.clone(), max_body_bytes: config.api.max_body_bytes as usize };
+        let router = finish_router(router(state), Arc::new(StoreReady(store)), lifecycle.clone());
+        let listener = server::bind(&config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
+        Ok(Self { listener, router, lifecycle, grace: config.shutdown.shutdown_grace })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        server::serve(self.listener, self.router, self.lifecycle, self.grace).await
+    }
+}

@@ -1,0 +1,129 @@
+//! HTTP handlers of order-api.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use order_events::domain::{Order, OrderCreated, OrderRequest};
+use order_events::metrics::Metrics;
+use order_events::order_store::{
+    CreateOutcome, IdempotencyKey, NewOrder, OrderStore, StoreError, request_fingerprint,
+};
+use order_events::problem::Problem;
+use order_events::telemetry::current_traceparent;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn OrderStore>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/api/order", post(create_order))
+        .route("/api/order/{id}", get(get_order))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn store_failure(error: StoreError) -> Response {
+    match error {
+        StoreError::IdempotencyConflict => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/idempotency-key-reused",
+            "Idempotency-Key reused with a different request",
+        )
+        .detail("this Idempotency-Key was already used for a different order; use a new key")
+        .into_response(),
+        StoreError::Unavailable(_) | StoreError::Timeout => {
+            tracing::warn!(%error, "order store unavailable");
+            Problem::unavailable("the order store is unavailable; nothing was stored, retry later").into_response()
+        }
+        StoreError::Malformed(_) => {
+            tracing::error!(%error, "order store returned malformed data");
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "/problems/internal", "Internal error").into_response()
+        }
+    }
+}
+
+#[tracing::instrument(name = "create_order", skip_all, fields(order_id, event_id))]
+async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !is_json(&headers) {
+        return Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "/problems/unsupported-media-type",
+            "Unsupported content type",
+        )
+        .detail("send the order as Content-Type: application/json")
+        .into_response();
+    }
+    let json: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(json) => json,
+        Err(error) => return Problem::bad_request(format!("the body is not valid JSON: {error}")).into_response(),
+    };
+    let request = match OrderRequest::parse(&json) {
+        Ok(request) => request,
+        Err(errors) => return Problem::invalid_fields(errors).into_response(),
+    };
+    let idempotency = match headers.get("idempotency-key").map(|v| v.to_str().map(IdempotencyKey::parse)) {
+        None => None,
+        Some(Ok(Ok(key))) => Some((key, request_fingerprint(&request))),
+        Some(_) => {
+            return Problem::bad_request(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+            .into_response();
+        }
+    };
+    let incoming_traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let order = Order::create(&request, OffsetDateTime::now_utc());
+    let event = OrderCreated::of(&order, current_traceparent(incoming_traceparent));
+    let (status, created) = match state.store.create(NewOrder { order, event, idempotency }).await {
+        Ok(CreateOutcome::Created(created)) => {
+            Metrics::global().orders_created.inc();
+            (StatusCode::CREATED, created)
+        }
+        Ok(CreateOutcome::Replayed(created)) => (StatusCode::OK, created),
+        Err(error) => return store_failure(error),
+    };
+    let span = tracing::Span::current();
+    span.record("order_id", tracing::field::display(created.order.order_id));
+    span.record("event_id", tracing::field::display(created.event_id));
+    let location = format!("/api/order/{}", created.order.order_id);
+    let mut response = (status, axum::Json(&created)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, value);
+    }
+    if status == StatusCode::OK {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+async fn get_order(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return Problem::not_found(format!("no order has the id `{}`", id.chars().take(64).collect::<String>()))
+            .into_response();
+    };
+    match state.store.get(id).await {
+        Ok(Some(order)) => axum::Json(order).into_response(),
+        Ok(None) => Problem::not_found(format!("no order has the id `{id}`")).into_response(),
+        Err(error) => store_failure(error),
+    }
+}

@@ -1,0 +1,490 @@
+//! Orders: the request a client sends, its validation field by field, and the stored order.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::position::StreamPosition;
+
+pub const MAX_CUSTOMER_ID_CHARS: usize = 128;
+pub const MAX_SKU_CHARS: usize = 64;
+pub const MAX_ITEMS: usize = 100;
+pub const MAX_QUANTITY: u64 = 1000;
+/// Keeps every total far from `i64` overflow: 10^12 minor units is ten billion in most currencies.
+pub const MAX_UNIT_PRICE_MINOR: i64 = 1_000_000_000_000;
+
+/// One invalid field of a request, addressed the way a client wrote it (`items[2].quantity`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// ISO 4217 currency with its number of minor-unit digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Currency {
+    code: [u8; 3],
+    exponent: u8,
+}
+
+/// Active ISO 4217 codes whose minor unit is not 2 digits.
+const EXPONENT_EXCEPTIONS: &[(&str, u8)] = &[
+    ("BHD", 3), ("BIF", 0), ("CLP", 0), ("DJF", 0), ("GNF", 0), ("IQD", 3), ("ISK", 0),
+    ("JOD", 3), ("JPY", 0), ("KMF", 0), ("KRW", 0), ("KWD", 3), ("LYD", 3), ("OMR", 3),
+    ("PYG", 0), ("RWF", 0), ("TND", 3), ("UGX", 0), ("UYI", 0), ("UYW", 4), ("VND", 0),
+    ("VUV", 0), ("XAF", 0), ("XOF", 0), ("XPF", 0), ("CLF", 4),
+];
+
+/// Active ISO 4217 codes with 2 minor-unit digits.
+const TWO_DIGIT_CODES: &str = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB \
+BOV BRL BSD BTN BWP BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN \
+ETB EUR FJD FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD \
+KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK \
+NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN \
+SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG ZWL";
+
+impl Currency {
+    pub fn parse(code: &str) -> Option<Self> {
+        let bytes: [u8; 3] = code.as_bytes().try_into().ok()?;
+        if let Some((_, exponent)) = EXPONENT_EXCEPTIONS.iter().find(|(c, _)| *c == code) {
+            return Some(Self { code: bytes, exponent: *exponent });
+        }
+        TWO_DIGIT_CODES
+            .split_ascii_whitespace()
+            .any(|c| c == code)
+            .then_some(Self { code: bytes, exponent: 2 })
+    }
+
+    pub fn code(&self) -> &str {
+        // The bytes came from a `&str` that matched an ASCII code, so they are valid UTF-8.
+        std::str::from_utf8(&self.code).unwrap_or("XXX")
+    }
+
+    pub fn exponent(&self) -> u8 {
+        self.exponent
+    }
+
+    /// Formats an amount of minor units as a decimal string (`1250` EUR → `"12.50"`).
+    pub fn format(&self, minor: i64) -> String {
+        if self.exponent == 0 {
+            return minor.to_string();
+        }
+        let scale = 10i64.pow(u32::from(self.exponent));
+        let sign = if minor < 0 { "-" } else { "" };
+        let abs = minor.unsigned_abs();
+        let scale = scale.unsigned_abs();
+        format!("{sign}{}.{:0width$}", abs / scale, abs % scale, width = usize::from(self.exponent))
+    }
+
+    /// Parses a decimal string with at most `exponent` fraction digits into minor units.
+    pub fn parse_decimal(&self, text: &str) -> Result<i64, &'static str> {
+        let (whole, fraction) = match text.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (text, ""),
+        };
+        if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("must be a non-negative decimal such as \"12.50\"");
+        }
+        if text.contains('.') && fraction.is_empty() {
+            return Err("must have digits after the decimal point");
+        }
+        if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("must be a non-negative decimal such as \"12.50\"");
+        }
+        if fraction.len() > usize::from(self.exponent) {
+            return Err("has more decimal places than the currency allows");
+        }
+        if whole.len() > 15 {
+            return Err("is too large");
+        }
+        let mut minor: i64 = whole.parse().map_err(|_| "is too large")?;
+        for i in 0..self.exponent {
+            let digit = fraction.as_bytes().get(usize::from(i)).map_or(0, |b| i64::from(b - b'0'));
+            minor = minor.checked_mul(10).and_then(|m| m.checked_add(digit)).ok_or("is too large")?;
+        }
+        Ok(minor)
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        Currency::parse(&code).ok_or_else(|| serde::de::Error::custom("unknown currency"))
+    }
+}
+
+/// A validated order request: the only way to build one is [`OrderRequest::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRequest {
+    pub customer_id: String,
+    pub currency: Currency,
+    pub items: Vec<LineItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineItem {
+    pub sku: String,
+    pub quantity: u64,
+    pub unit_price_minor: i64,
+}
+
+impl OrderRequest {
+    /// Validates every field of a JSON request body and reports all problems at once.
+    pub fn parse(body: &Value) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let Some(object) = body.as_object() else {
+            return Err(vec![FieldError::new("", "the body must be a JSON object")]);
+        };
+        for key in object.keys() {
+            if !matches!(key.as_str(), "customerId" | "currency" | "items") {
+                errors.push(FieldError::new(key.clone(), "is not a known field"));
+            }
+        }
+
+        let customer_id = match object.get("customerId") {
+            None | Some(Value::Null) => {
+                errors.push(FieldError::new("customerId", "is required"));
+                None
+            }
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                errors.push(FieldError::new("customerId", "must not be blank"));
+                None
+            }
+            Some(Value::String(s)) if s.chars().count() > MAX_CUSTOMER_ID_CHARS => {
+                errors.push(FieldError::new(
+                    "customerId",
+                    format!("must be at most {MAX_CUSTOMER_ID_CHARS} characters"),
+                ));
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                errors.push(FieldError::new("customerId", "must be a string"));
+                None
+            }
+        };
+
+        let currency = match object.get("currency") {
+            None | Some(Value::Null) => {
+                errors.push(FieldError::new("currency", "is required"));
+                None
+            }
+            Some(Value::String(s)) => {
+                let parsed = Currency::parse(s);
+                if parsed.is_none() {
+                    errors.push(FieldError::new("currency", "must be an ISO 4217 code such as \"EUR\""));
+                }
+                parsed
+            }
+            Some(_) => {
+                errors.push(FieldError::new("currency", "must be a string"));
+                None
+            }
+        };
+
+        let mut items = Vec::new();
+        match object.get("items") {
+            None | Some(Value::Null) => errors.push(FieldError::new("items", "is required")),
+            Some(Value::Array(list)) if list.is_empty() => {
+                errors.push(FieldError::new("items", "must contain at least one item"))
+            }
+            Some(Value::Array(list)) if list.len() > MAX_ITEMS => {
+                errors.push(FieldError::new("items", format!("must contain at most {MAX_ITEMS} items")))
+            }
+            Some(Value::Array(list)) => {
+                for (i, item) in list.iter().enumerate() {
+                    if let Some(item) = parse_item(i, item, currency.as_ref(), &mut errors) {
+                        items.push(item);
+                    }
+                }
+            }
+            Some(_) => errors.push(FieldError::new("items", "must be an array")),
+        }
+
+        match (customer_id, currency) {
+            (Some(customer_id), Some(currency)) if errors.is_empty() => {
+                let request = Self { customer_id, currency, items };
+                if request.total_minor().is_none() {
+                    return Err(vec![FieldError::new("items", "the order total is too large")]);
+                }
+                Ok(request)
+            }
+            _ => Err(errors),
+        }
+    }
+
+    /// The order total in minor units, `None` on overflow.
+    pub fn total_minor(&self) -> Option<i64> {
+        self.items.iter().try_fold(0i64, |sum, item| {
+            let quantity = i64::try_from(item.quantity).ok()?;
+            sum.checked_add(item.unit_price_minor.checked_mul(quantity)?)
+        })
+    }
+}
+
+fn parse_item(
+    index: usize,
+    item: &Value,
+    currency: Option<&Currency>,
+    errors: &mut Vec<FieldError>,
+) -> Option<LineItem> {
+    let field = |name: &str| format!("items[{index}].{name}");
+    let Some(object) = item.as_object() else {
+        errors.push(FieldError::new(format!("items[{index}]"), "must be an object"));
+        return None;
+    };
+    let before = errors.len();
+    for key in object.keys() {
+        if !matches!(key.as_str(), "sku" | "quantity" | "unitPrice") {
+            errors.push(FieldError::new(field(key), "is not a known field"));
+        }
+    }
+    let sku = match object.get("sku") {
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.len() <= MAX_SKU_CHARS
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+        {
+            Some(s.clone())
+        }
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new(field("sku"), "is required"));
+            None
+        }
+        Some(_) => {
+            errors.push(FieldError::new(
+                field("sku"),
+                format!("must be 1 to {MAX_SKU_CHARS} characters of A-Z, a-z, 0-9, '-', '_', '.', ':'"),
+            ));
+            None
+        }
+    };
+    let quantity = match object.get("quantity") {
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(q) if (1..=MAX_QUANTITY).contains(&q) => Some(q),
+            _ => {
+                errors.push(FieldError::new(
+                    field("quantity"),
+                    format!("must be a whole number from 1 to {MAX_QUANTITY}"),
+                ));
+                None
+            }
+        },
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new(field("quantity"), "is required"));
+            None
+        }
+        Some(_) => {
+            errors.push(FieldError::new(field("quantity"), "must be a number"));
+            None
+        }
+    };
+    let unit_price = match (object.get("unitPrice"), currency) {
+        (None | Some(Value::Null), _) => {
+            errors.push(FieldError::new(field("unitPrice"), "is required"));
+            None
+        }
+        (Some(Value::Number(n)), _) => match n.as_i64() {
+            Some(minor) if (0..=MAX_UNIT_PRICE_MINOR).contains(&minor) && !n.is_f64() => Some(minor),
+            _ => {
+                errors.push(FieldError::new(
+                    field("unitPrice"),
+                    "a number must be a whole, non-negative amount of minor units (use a string such as \"12.50\" for decimals)",
+                ));
+                None
+            }
+        },
+        (Some(Value::String(s)), Some(currency)) => match currency.parse_decimal(s) {
+            Ok(minor) if minor <= MAX_UNIT_PRICE_MINOR => Some(minor),
+            Ok(_) => {
+                errors.push(FieldError::new(field("unitPrice"), "is too large"));
+                None
+            }
+            Err(message) => {
+                errors.push(FieldError::new(field("unitPrice"), message));
+                None
+            }
+        },
+        // Without a valid currency a decimal string cannot be checked; the currency error says why.
+        (Some(Value::String(_)), None) => None,
+        (Some(_), _) => {
+            errors.push(FieldError::new(field("unitPrice"), "must be a decimal string or an integer"));
+            None
+        }
+    };
+    if errors.len() != before {
+        return None;
+    }
+    Some(LineItem { sku: sku?, quantity: quantity?, unit_price_minor: unit_price? })
+}
+
+/// A stored order: what `POST` returns, what `GET` returns and what the event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub currency: Currency,
+    pub items: Vec<OrderLine>,
+    pub total: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: u64,
+    pub unit_price: String,
+    pub line_total: String,
+}
+
+impl Order {
+    /// Builds the order a validated request describes, stamped now with a fresh time-ordered id.
+    pub fn create(request: &OrderRequest, now: OffsetDateTime) -> Self {
+        let currency = request.currency;
+        let items = request
+            .items
+            .iter()
+            .map(|item| OrderLine {
+                sku: item.sku.clone(),
+                quantity: item.quantity,
+                unit_price: currency.format(item.unit_price_minor),
+                // Bounded by MAX_UNIT_PRICE_MINOR × MAX_QUANTITY, far below i64::MAX.
+                line_total: currency.format(item.unit_price_minor.saturating_mul(item.quantity as i64)),
+            })
+            .collect();
+        let now = now.replace_nanosecond(now.millisecond() as u32 * 1_000_000).unwrap_or(now);
+        Self {
+            order_id: Uuid::now_v7(),
+            customer_id: request.customer_id.clone(),
+            currency,
+            items,
+            total: currency.format(request.total_minor().unwrap_or(0)),
+            created_at: now,
+        }
+    }
+
+    /// The compact JSON the event and the REST responses carry.
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings, numbers and a UUID cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The `201 Created` / idempotent-replay body: the order plus the id of its `OrderCreated` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedOrder {
+    #[serde(flatten)]
+    pub order: Order,
+    pub event_id: StreamPosition,
+}
+
+/// An `OrderCreated` event ready to append: the payload is the order's JSON.
+#[derive(Debug, Clone)]
+pub struct OrderCreated {
+    pub customer_id: String,
+    pub payload: String,
+    pub traceparent: Option<String>,
+}
+
+impl OrderCreated {
+    pub fn of(order: &Order, traceparent: Option<String>) -> Self {
+        Self { customer_id: order.customer_id.clone(), payload: order.to_json(), traceparent }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(result: Result<OrderRequest, Vec<FieldError>>) -> Vec<String> {
+        result.unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn accepts_minor_units_and_decimal_strings() {
+        let request = OrderRequest::parse(&json!({
+            "customerId": "c-1", "currency": "EUR",
+            "items": [{"sku": "A-1", "quantity": 2, "unitPrice": "12.5"}, {"sku": "B", "quantity": 1, "unitPrice": 99}]
+        }))
+        .unwrap();
+        assert_eq!(request.items[0].unit_price_minor, 1250);
+        assert_eq!(request.items[1].unit_price_minor, 99);
+        assert_eq!(request.total_minor(), Some(2599));
+        let order = Order::create(&request, OffsetDateTime::now_utc());
+        assert_eq!(order.total, "25.99");
+        assert_eq!(order.items[0].unit_price, "12.50");
+        assert_eq!(order.items[0].line_total, "25.00");
+    }
+
+    #[test]
+    fn respects_currency_exponent() {
+        let jpy = Currency::parse("JPY").unwrap();
+        assert_eq!(jpy.parse_decimal("1200"), Ok(1200));
+        assert!(jpy.parse_decimal("12.5").is_err());
+        let kwd = Currency::parse("KWD").unwrap();
+        assert_eq!(kwd.format(1234), "1.234");
+        assert_eq!(Currency::parse("EUR").unwrap().format(5), "0.05");
+    }
+
+    #[test]
+    fn names_every_bad_field() {
+        let bad = fields(OrderRequest::parse(&json!({
+            "customerId": 7, "currency": "EURO", "extra": 1,
+            "items": [{"sku": "has space", "quantity": 0, "unitPrice": 1.5}, "x"]
+        })));
+        assert_eq!(
+            bad,
+            vec!["extra", "customerId", "currency", "items[0].sku", "items[0].quantity", "items[0].unitPrice", "items[1]"]
+        );
+    }
+
+    #[test]
+    fn rejects_floats_negative_and_malformed_prices() {
+        for price in [json!(1.5), json!(-1), json!("-1.00"), json!("1,00"), json!("1."), json!(".5"), json!("1.234"), json!("1e3"), json!(true)] {
+            let result = OrderRequest::parse(&json!({
+                "customerId": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": price}]
+            }));
+            assert_eq!(fields(result), vec!["items[0].unitPrice"], "{price} was accepted");
+        }
+    }
+
+    #[test]
+    fn rejects_missing_and_empty() {
+        assert_eq!(fields(OrderRequest::parse(&json!({}))), vec!["customerId", "currency", "items"]);
+        assert_eq!(
+            fields(OrderRequest::parse(&json!({"customerId": " ", "currency": "EUR", "items": []}))),
+            vec!["customerId", "items"]
+        );
+        assert_eq!(fields(OrderRequest::parse(&json!([1]))), vec![""]);
+    }
+
+    #[test]
+    fn customer_text_is_kept_verbatim() {
+        let request = OrderRequest::parse(&json!({
+            "customerId": "evil\n\nevent: x\ndata: y", "currency": "EUR",
+            "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]
+        }))
+        .unwrap();
+        let json = Order::create(&request, OffsetDateTime::now_utc()).to_json();
+        assert!(!json.contains('\n'));
+        assert!(json.contains("evil\\n\\nevent: x"));
+    }
+}

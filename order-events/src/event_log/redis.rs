@@ -1,0 +1,1 @@
+//! Redis Streams backend of the event log.

@@ -1,0 +1,114 @@
+//! SSE framing: each event is encoded once into shared bytes that every connection writes as is.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::position::StreamPosition;
+
+/// The SSE event name of an `OrderCreated` event.
+pub const ORDER_CREATED: &str = "order-created";
+/// The SSE event name that tells a client its cursor fell behind retention.
+pub const RESET: &str = "reset";
+
+/// An event as it travels through the gateway: its position, the customer it belongs to (for the
+/// `customerId` filter) and its complete SSE frame.
+#[derive(Clone, Debug)]
+pub struct EncodedEvent {
+    pub position: StreamPosition,
+    pub customer_id: Arc<str>,
+    pub frame: Bytes,
+}
+
+impl EncodedEvent {
+    pub fn new(position: StreamPosition, customer_id: &str, payload: &str) -> Self {
+        Self { position, customer_id: Arc::from(customer_id), frame: encode_event(position, ORDER_CREATED, payload) }
+    }
+}
+
+/// `id:`, `event:` and the payload as `data:` lines. Compact JSON never holds a raw line break,
+/// so it is one `data:` line; anything else is split so that no text can start a new field.
+pub fn encode_event(position: StreamPosition, event: &str, payload: &str) -> Bytes {
+    let mut frame = BytesMut::with_capacity(payload.len() + event.len() + 48);
+    frame.put_slice(b"id: ");
+    frame.put_slice(position.to_string().as_bytes());
+    frame.put_slice(b"\nevent: ");
+    frame.put_slice(event.as_bytes());
+    frame.put_u8(b'\n');
+    put_data(&mut frame, payload);
+    frame.put_u8(b'\n');
+    frame.freeze()
+}
+
+fn put_data(frame: &mut BytesMut, payload: &str) {
+    let mut rest = payload;
+    loop {
+        frame.put_slice(b"data: ");
+        match rest.find(['\r', '\n']) {
+            None => {
+                frame.put_slice(rest.as_bytes());
+                frame.put_u8(b'\n');
+                return;
+            }
+            Some(at) => {
+                frame.put_slice(&rest.as_bytes()[..at]);
+                frame.put_u8(b'\n');
+                let skip = if rest[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[at + skip..];
+            }
+        }
+    }
+}
+
+/// The reconnection hint every stream starts with.
+pub fn retry_frame(millis: u64) -> Bytes {
+    Bytes::from(format!("retry: {millis}\n\n"))
+}
+
+/// A comment line: keeps proxies from closing an idle stream and is ignored by clients.
+pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
+
+/// Tells a client that events after `requested` are no longer held; delivery continues with
+/// `oldest`, the oldest event still held (if any). It carries no `id:` so the client's cursor
+/// only moves with the next real event.
+pub fn reset_frame(requested: StreamPosition, oldest: Option<StreamPosition>) -> Bytes {
+    let payload = serde_json::json!({
+        "reason": "cursor-behind-retention",
+        "lastEventId": requested,
+        "oldestId": oldest,
+    });
+    let mut frame = BytesMut::new();
+    frame.put_slice(b"event: reset\n");
+    put_data(&mut frame, &payload.to_string());
+    frame.put_u8(b'\n');
+    frame.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_an_event_on_three_lines() {
+        let frame = encode_event(StreamPosition::new(17, 2), ORDER_CREATED, r#"{"a":1}"#);
+        assert_eq!(&frame[..], b"id: 17-2\nevent: order-created\ndata: {\"a\":1}\n\n");
+    }
+
+    #[test]
+    fn line_breaks_in_payload_cannot_start_fields() {
+        let frame = encode_event(StreamPosition::new(1, 0), ORDER_CREATED, "x\n\nevent: evil\r\ndata: y\rz");
+        assert_eq!(
+            std::str::from_utf8(&frame).unwrap(),
+            "id: 1-0\nevent: order-created\ndata: x\ndata: \ndata: event: evil\ndata: data: y\ndata: z\n\n"
+        );
+    }
+
+    #[test]
+    fn reset_names_the_oldest_event_held() {
+        let frame = reset_frame(StreamPosition::new(1, 0), Some(StreamPosition::new(5, 0)));
+        let text = std::str::from_utf8(&frame).unwrap();
+        assert!(text.starts_with("event: reset\ndata: {"));
+        assert!(text.contains(r#""oldestId":"5-0""#));
+        assert!(text.ends_with("}\n\n"));
+    }
+}

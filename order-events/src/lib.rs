@@ -1,0 +1,31 @@
+//! The shared contract of sse-orders: what an order is, how events are identified, framed,
+//! stored and read, and the pieces both services run on.
+//!
+//! - [`domain`]: order requests, validation and the stored `Order`.
+//! - [`position`]: `StreamPosition`, the `<ms>-<seq>` event id, and the clock that makes them.
+//! - [`frame`]: SSE frames, encoded once per event and shared by every connection.
+//! - [`ring`]: `EventRing`, the bounded window of recent events readers wait on.
+//! - [`event_log`]: the `EventLog` trait with its `memory` and `redis` backends.
+//! - [`order_store`]: the `OrderStore` trait (order + event + idempotency key, atomically).
+//! - [`problem`]: the one `application/problem+json` error body.
+//! - [`config`]: flag groups both binaries flatten into their clap config.
+//! - [`metrics`], [`telemetry`]: Prometheus registry, tracing and OpenTelemetry export.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics middleware.
+//! - [`server`], [`shutdown`]: binding, serving HTTP/1.1 and h2c, and draining on a signal.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod domain;
+pub mod event_log;
+pub mod frame;
+pub mod metrics;
+pub mod ops;
+pub mod order_store;
+pub mod position;
+pub mod problem;
+pub mod ring;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use position::StreamPosition;

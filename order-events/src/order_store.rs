@@ -1,0 +1,85 @@
+//! `OrderStore`: where `order-api` keeps orders; creating one also appends its `OrderCreated`
+//! event and records its idempotency key, all in one atomic step.
+
+pub mod memory;
+pub mod redis;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::{CreatedOrder, Order, OrderCreated, OrderRequest};
+
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A client-chosen `Idempotency-Key`: 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters")]
+pub struct InvalidIdempotencyKey;
+
+impl IdempotencyKey {
+    pub fn parse(text: &str) -> Result<Self, InvalidIdempotencyKey> {
+        let valid = !text.is_empty()
+            && text.len() <= MAX_IDEMPOTENCY_KEY_LEN
+            && text.bytes().all(|b| b.is_ascii_graphic());
+        valid.then(|| Self(text.to_owned())).ok_or(InvalidIdempotencyKey)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Identifies what a request asked for, so a key reused with another request is refused.
+pub fn request_fingerprint(request: &OrderRequest) -> String {
+    let mut hash = Sha256::new();
+    hash.update(request.customer_id.as_bytes());
+    hash.update([0]);
+    hash.update(request.currency.code().as_bytes());
+    for item in &request.items {
+        hash.update([0]);
+        hash.update(item.sku.as_bytes());
+        hash.update(item.quantity.to_be_bytes());
+        hash.update(item.unit_price_minor.to_be_bytes());
+    }
+    hex::encode(hash.finalize())
+}
+
+/// Everything one `POST /api/order` writes.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub order: Order,
+    pub event: OrderCreated,
+    pub idempotency: Option<(IdempotencyKey, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The order and its event were written now.
+    Created(CreatedOrder),
+    /// The idempotency key was seen before with the same request: the original order.
+    Replayed(CreatedOrder),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the order store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the order store did not answer in time")]
+    Timeout,
+    #[error("the idempotency key was already used with a different request")]
+    IdempotencyConflict,
+    #[error("the order store returned malformed data: {0}")]
+    Malformed(String),
+}
+
+#[async_trait]
+pub trait OrderStore: Send + Sync + 'static {
+    async fn create(&self, new: NewOrder) -> Result<CreateOutcome, StoreError>;
+    async fn get(&self, id: Uuid) -> Result<Option<CreatedOrder>, StoreError>;
+    async fn check_ready(&self) -> Result<(), StoreError>;
+    fn backend(&self) -> &'static str;
+}

@@ -1,0 +1,84 @@
+//! Orders kept in process memory beside the memory event log (the embedded default).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::{CreateOutcome, NewOrder, OrderStore, StoreError};
+use crate::domain::CreatedOrder;
+use crate::event_log::memory::MemoryLog;
+
+pub struct MemoryOrderStore {
+    log: Arc<MemoryLog>,
+    state: Mutex<State>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct State {
+    orders: HashMap<Uuid, CreatedOrder>,
+    /// Insertion order, to forget the oldest orders past `capacity`.
+    order_ids: VecDeque<Uuid>,
+    /// Idempotency key → (request fingerprint, order id).
+    keys: HashMap<String, (String, Uuid)>,
+    /// Order id → its idempotency key, to forget both together.
+    key_of: HashMap<Uuid, String>,
+}
+
+impl MemoryOrderStore {
+    /// Keeps at most `capacity` orders (and their idempotency keys), forgetting the oldest.
+    pub fn new(log: Arc<MemoryLog>, capacity: usize) -> Self {
+        Self { log, state: Mutex::new(State::default()), capacity: capacity.max(1) }
+    }
+}
+
+#[async_trait]
+impl OrderStore for MemoryOrderStore {
+    async fn create(&self, new: NewOrder) -> Result<CreateOutcome, StoreError> {
+        // One lock around check, append and insert makes the three one atomic step.
+        let mut state = self.state.lock();
+        if let Some((key, fingerprint)) = &new.idempotency {
+            if let Some((seen, order_id)) = state.keys.get(key.as_str()) {
+                if seen != fingerprint {
+                    return Err(StoreError::IdempotencyConflict);
+                }
+                if let Some(original) = state.orders.get(order_id) {
+                    return Ok(CreateOutcome::Replayed(original.clone()));
+                }
+            }
+        }
+        let event = self.log.append_now(&new.event);
+        let created = CreatedOrder { order: new.order, event_id: event.position };
+        let id = created.order.order_id;
+        state.orders.insert(id, created.clone());
+        state.order_ids.push_back(id);
+        if let Some((key, fingerprint)) = new.idempotency {
+            state.keys.insert(key.as_str().to_owned(), (fingerprint, id));
+            state.key_of.insert(id, key.as_str().to_owned());
+        }
+        while state.order_ids.len() > self.capacity {
+            if let Some(old) = state.order_ids.pop_front() {
+                state.orders.remove(&old);
+                if let Some(key) = state.key_of.remove(&old) {
+                    state.keys.remove(&key);
+                }
+            }
+        }
+        Ok(CreateOutcome::Created(created))
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<CreatedOrder>, StoreError> {
+        Ok(self.state.lock().orders.get(&id).cloned())
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}

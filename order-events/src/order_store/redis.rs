@@ -1,0 +1,1 @@
+//! Orders in Redis, written atomically with their event.

@@ -1,0 +1,82 @@
+//! sse-orders in one process: order-api and stream-gateway mounted on one port, sharing one
+//! event log (in memory by default, Redis when `--redis-url` is given).
+//!
+//! - [`Config`]: every flag of both services.
+//! - [`Application`]: builds both routers over the shared log, binds, serves until stopped.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use clap::Parser;
+use order_api::OrderApiArgs;
+use order_api::app::{StoreReady, order_store};
+use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs};
+use order_events::event_log::memory::MemoryLog;
+use order_events::ops::{AllReady, finish_router};
+use order_events::server;
+use order_events::shutdown::Lifecycle;
+use stream_gateway::GatewayArgs;
+use stream_gateway::app::{FeedReady, build_feed, gateway_router};
+use tokio::net::TcpListener;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "sse-orders",
+    version,
+    about = "Orders streamed to browsers over Server-Sent Events: order-api, stream-gateway and the demo page on one port"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub store: EventStoreArgs,
+    #[command(flatten)]
+    pub api: OrderApiArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    lifecycle: Lifecycle,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(config: &Config, lifecycle: Lifecycle) -> anyhow::Result<Self> {
+        let memory_log = config
+            .store
+            .redis_url
+            .is_none()
+            .then(|| Arc::new(MemoryLog::new(config.store.log_capacity as usize, config.store.log_max_age())));
+        let store = order_store(&config.store, &config.api, memory_log.clone()).await?;
+        let feed = Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle).await?);
+        let api = order_api::router(order_api::ApiState {
+            store: store.clone(),
+            max_body_bytes: config.api.max_body_bytes as usize,
+        });
+        let gateway = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
+        let readiness = AllReady(vec![Arc::new(StoreReady(store)), Arc::new(FeedReady(feed))]);
+        let router = finish_router(api.merge(gateway), Arc::new(readiness), lifecycle.clone());
+        let listener = server::bind(&config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
+        Ok(Self { listener, router, lifecycle, grace: config.shutdown.shutdown_grace })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        server::serve(self.listener, self.router, self.lifecycle, self.grace).await
+    }
+}

@@ -1,0 +1,120 @@
+//! `Application`: builds the event log and feed from the configuration, binds, and serves until
+//! the lifecycle stops. Integration tests drive the service through this type.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use order_events::config::{EventStoreArgs, ShutdownArgs};
+use order_events::event_log::EventLog;
+use order_events::event_log::memory::MemoryLog;
+use order_events::ops::{ReadinessCheck, finish_router};
+use order_events::server;
+use order_events::shutdown::Lifecycle;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, DeliveryMode, GatewayArgs};
+use crate::delivery::DeliverySettings;
+use crate::feed::Feed;
+use crate::routes::{GatewayState, router};
+
+/// Ready while the log answers and, in hub mode, the tail reader follows it.
+pub struct FeedReady(pub Arc<Feed>);
+
+#[async_trait]
+impl ReadinessCheck for FeedReady {
+    async fn check(&self) -> Result<(), String> {
+        self.0.log().check_ready().await.map_err(|e| e.to_string())?;
+        if !self.0.is_following() {
+            return Err("the tail reader has not reached the end of the log yet".into());
+        }
+        Ok(())
+    }
+}
+
+/// Ages out the memory log even while nothing is appended.
+pub fn spawn_memory_sweeper(log: Arc<MemoryLog>, lifecycle: &Lifecycle) {
+    let stop = lifecycle.stop_token();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    log.evict_expired();
+                    order_events::metrics::Metrics::global().event_log_retained.set(log.ring().len() as i64);
+                }
+            }
+        }
+    });
+}
+
+/// The feed the flags describe. `memory_log` is used when no Redis URL is given (the combined
+/// binary passes the log its order-api writes to).
+pub async fn build_feed(
+    store: &EventStoreArgs,
+    gateway: &GatewayArgs,
+    memory_log: Option<Arc<MemoryLog>>,
+    lifecycle: &Lifecycle,
+) -> anyhow::Result<Feed> {
+    let Some(url) = &store.redis_url else {
+        let log = memory_log.unwrap_or_else(|| Arc::new(MemoryLog::new(store.log_capacity as usize, store.log_max_age())));
+        spawn_memory_sweeper(log.clone(), lifecycle);
+        return Ok(Feed::memory(log));
+    };
+    let log: Arc<dyn EventLog> = crate::redis::connect(url, store).await?;
+    Ok(match gateway.delivery {
+        DeliveryMode::Hub => Feed::hub(log, gateway.ring_capacity as usize, lifecycle.stop_token()),
+        DeliveryMode::Poll => {
+            Feed::Poll { log, interval: gateway.poll_interval, count: gateway.poll_count as usize }
+        }
+    })
+}
+
+/// The gateway's routes over `feed`.
+pub fn gateway_router(feed: Arc<Feed>, gateway: &GatewayArgs, shutdown: &ShutdownArgs, lifecycle: &Lifecycle) -> Router {
+    let settings = DeliverySettings {
+        heartbeat: gateway.heartbeat_interval,
+        reconnect_delay: gateway.reconnect_delay,
+        // Half the grace spreads reconnects while leaving time for the last frames to flush.
+        close_spread: (shutdown.shutdown_grace / 2).min(Duration::from_secs(10)),
+        catchup_page: gateway.catchup_page as usize,
+    };
+    router(GatewayState {
+        feed,
+        settings: Arc::new(settings),
+        replay_window: gateway.replay_window,
+        connections: Arc::new(Semaphore::new(gateway.max_connections as usize)),
+        stop: lifecycle.stop_token(),
+    })
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    lifecycle: Lifecycle,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(config: &Config, lifecycle: Lifecycle) -> anyhow::Result<Self> {
+        let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle).await?);
+        let routes = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
+        let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone());
+        let listener = server::bind(&config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
+        Ok(Self { listener, router, lifecycle, grace: config.shutdown.shutdown_grace })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        server::serve(self.listener, self.router, self.lifecycle, self.grace).await
+    }
+}

@@ -1,0 +1,280 @@
+//! `Delivery`: one SSE connection's cursor and the loop that turns the feed into response
+//! chunks: the `retry:` hint, batches of events after the cursor, `reset` when the cursor fell
+//! behind retention, heartbeats when idle, and a spread-out close on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use order_events::event_log::LogPage;
+use order_events::event_log::memory::wall_clock_ms;
+use order_events::frame::{HEARTBEAT, reset_frame, retry_frame};
+use order_events::metrics::Metrics;
+use order_events::position::StreamPosition;
+use order_events::ring::RingRead;
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::feed::{Backoff, Feed};
+
+/// Most events written in one chunk: large enough to coalesce a burst into one write, small
+/// enough that one connection does not hold the others back.
+const MAX_BATCH_EVENTS: usize = 256;
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Settings every connection of a process shares.
+pub struct DeliverySettings {
+    pub heartbeat: Duration,
+    pub reconnect_delay: Duration,
+    /// On shutdown, streams end at random moments within this window.
+    pub close_spread: Duration,
+    pub catchup_page: usize,
+}
+
+/// Counts an open connection for as long as it lives.
+pub struct OpenConnection {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        Metrics::global().sse_connections.inc();
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        Metrics::global().sse_connections.dec();
+    }
+}
+
+pub struct Delivery {
+    feed: Arc<Feed>,
+    settings: Arc<DeliverySettings>,
+    cursor: StreamPosition,
+    filter: Option<Box<str>>,
+    changes: Option<watch::Receiver<StreamPosition>>,
+    stop: CancellationToken,
+    started: bool,
+    close_at: Option<Instant>,
+    closed: bool,
+    last_write: Instant,
+    batch: Vec<Bytes>,
+    _open: OpenConnection,
+}
+
+enum Step {
+    Chunk(Bytes),
+    /// The cursor moved over filtered-out events: look again at once.
+    Again,
+    Idle,
+}
+
+impl Delivery {
+    pub fn new(
+        feed: Arc<Feed>,
+        settings: Arc<DeliverySettings>,
+        cursor: StreamPosition,
+        filter: Option<String>,
+        stop: CancellationToken,
+        open: OpenConnection,
+    ) -> Self {
+        let changes = match &*feed {
+            Feed::Hub { ring, .. } => Some(ring.subscribe()),
+            Feed::Poll { .. } => None,
+        };
+        Self {
+            feed,
+            settings,
+            cursor,
+            filter: filter.map(String::into_boxed_str),
+            changes,
+            stop,
+            started: false,
+            close_at: None,
+            closed: false,
+            last_write: Instant::now(),
+            batch: Vec::new(),
+            _open: open,
+        }
+    }
+
+    /// The response body as a stream of chunks; it ends when the server shuts down.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+        futures_util::stream::unfold(self, |mut delivery| async move {
+            let chunk = delivery.next_chunk().await?;
+            Some((Ok(chunk), delivery))
+        })
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.closed {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            self.last_write = Instant::now();
+            return Some(retry_frame(self.settings.reconnect_delay.as_millis() as u64));
+        }
+        let mut backoff = Backoff::default();
+        loop {
+            if self.close_at.is_some_and(|at| at <= Instant::now()) {
+                return Some(self.close());
+            }
+            if let Some(changes) = &mut self.changes {
+                changes.borrow_and_update();
+            }
+            let failed = match self.step().await {
+                Ok(Step::Chunk(chunk)) => {
+                    self.last_write = Instant::now();
+                    return Some(chunk);
+                }
+                Ok(Step::Again) => continue,
+                Ok(Step::Idle) => {
+                    backoff.reset();
+                    false
+                }
+                Err(error) => {
+                    tracing::warn!(%error, cursor = %self.cursor, "reading events failed; the stream stays open and retries");
+                    true
+                }
+            };
+            let retry_in = backoff.delay();
+            let feed = self.feed.clone();
+            let changes = &mut self.changes;
+            let wake = async move {
+                match (changes, &*feed) {
+                    _ if failed => tokio::time::sleep(retry_in).await,
+                    // The sender lives as long as the feed; an error only means it is gone.
+                    (Some(changes), _) => {
+                        let _ = changes.changed().await;
+                    }
+                    (None, Feed::Poll { interval, .. }) => tokio::time::sleep(*interval).await,
+                    (None, Feed::Hub { .. }) => tokio::time::sleep(retry_in).await,
+                }
+            };
+            let heartbeat_at = self.last_write + self.settings.heartbeat;
+            let close_at = self.close_at;
+            let stop = self.stop.clone();
+            tokio::select! {
+                biased;
+                _ = stop.cancelled(), if close_at.is_none() => {
+                    let spread = self.settings.close_spread.as_millis() as u64;
+                    let delay = if spread == 0 { 0 } else { rand::rng().random_range(0..spread) };
+                    self.close_at = Some(Instant::now() + Duration::from_millis(delay));
+                }
+                _ = sleep_until_opt(close_at) => return Some(self.close()),
+                _ = wake => {}
+                _ = tokio::time::sleep_until(heartbeat_at) => {
+                    self.last_write = Instant::now();
+                    return Some(HEARTBEAT);
+                }
+            }
+        }
+    }
+
+    /// Ends the stream with a jittered `retry:` so clients of a draining pod do not all come
+    /// back in the same instant.
+    fn close(&mut self) -> Bytes {
+        self.closed = true;
+        let base = self.settings.reconnect_delay.as_millis() as u64;
+        let jitter = if base == 0 { 0 } else { rand::rng().random_range(0..=base) };
+        retry_frame(base + jitter)
+    }
+
+    async fn step(&mut self) -> Result<Step, order_events::event_log::LogError> {
+        match &*self.feed {
+            Feed::Hub { ring, log } => {
+                self.batch.clear();
+                let read = ring.read_after(self.cursor, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, self.filter.as_deref(), &mut self.batch);
+                match read {
+                    RingRead::Events { count, last, first_ms } => {
+                        self.cursor = last;
+                        if count == 0 {
+                            return Ok(Step::Again);
+                        }
+                        record_delivery(count, first_ms);
+                        Ok(Step::Chunk(join(&mut self.batch)))
+                    }
+                    RingRead::UpToDate => Ok(Step::Idle),
+                    RingRead::Behind => {
+                        Metrics::global().catchup_reads.inc();
+                        let page = log.read_after(self.cursor, self.settings.catchup_page).await?;
+                        let floor = ring.floor();
+                        let step = self.page_chunk(page);
+                        if matches!(step, Step::Idle) && self.cursor < floor && floor != StreamPosition::MAX {
+                            // Nothing in the log between the cursor and the ring: join the ring.
+                            self.cursor = floor;
+                            return Ok(Step::Again);
+                        }
+                        Ok(step)
+                    }
+                }
+            }
+            Feed::Poll { log, count, .. } => {
+                let page = log.read_after(self.cursor, *count).await?;
+                Ok(self.page_chunk(page))
+            }
+        }
+    }
+
+    fn page_chunk(&mut self, page: LogPage) -> Step {
+        let mut chunk = BytesMut::new();
+        if let Some(lost) = page.lost {
+            Metrics::global().resets.inc();
+            tracing::info!(cursor = %self.cursor, oldest = ?lost.oldest, "cursor behind retention; sending reset");
+            chunk.extend_from_slice(&reset_frame(self.cursor, lost.oldest));
+            self.cursor = self.cursor.max(lost.through);
+        }
+        let mut count = 0;
+        let mut first_ms = 0;
+        for event in &page.events {
+            self.cursor = event.position;
+            if self.filter.as_deref().is_none_or(|wanted| *event.customer_id == *wanted) {
+                if count == 0 {
+                    first_ms = event.position.ms;
+                }
+                count += 1;
+                chunk.extend_from_slice(&event.frame);
+            }
+        }
+        if count > 0 {
+            record_delivery(count, first_ms);
+        }
+        if chunk.is_empty() {
+            if page.events.is_empty() { Step::Idle } else { Step::Again }
+        } else {
+            Step::Chunk(chunk.freeze())
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn record_delivery(count: usize, first_ms: u64) {
+    let metrics = Metrics::global();
+    metrics.events_delivered.inc_by(count as u64);
+    let lag_ms = wall_clock_ms().saturating_sub(first_ms);
+    metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
+}
+
+/// One frame is passed on as is (shared, no copy); several are coalesced into one write.
+fn join(batch: &mut Vec<Bytes>) -> Bytes {
+    if batch.len() == 1 {
+        return batch.pop().unwrap_or_default();
+    }
+    let total = batch.iter().map(Bytes::len).sum();
+    let mut chunk = BytesMut::with_capacity(total);
+    for frame in batch.drain(..) {
+        chunk.extend_from_slice(&frame);
+    }
+    chunk.freeze()
+}

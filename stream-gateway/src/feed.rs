@@ -1,0 +1,154 @@
+//! `Feed`: where a connection's events come from. In hub mode one `TailReader` per process
+//! follows the log into a shared `EventRing`; in poll mode each connection reads the log itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use order_events::event_log::memory::{MemoryLog, wall_clock_ms};
+use order_events::event_log::{EventLog, LogError};
+use order_events::metrics::Metrics;
+use order_events::position::StreamPosition;
+use order_events::ring::{EventRing, RingBounds};
+use tokio_util::sync::CancellationToken;
+
+pub enum Feed {
+    /// Connections read `ring`; cursors behind it read `log` until they reach it.
+    Hub { ring: Arc<EventRing>, log: Arc<dyn EventLog> },
+    /// Connections read `log` every `interval`.
+    Poll { log: Arc<dyn EventLog>, interval: Duration, count: usize },
+}
+
+impl Feed {
+    /// The memory log's ring is the whole log: connections read it directly.
+    pub fn memory(log: Arc<MemoryLog>) -> Self {
+        Feed::Hub { ring: log.ring(), log }
+    }
+
+    /// A ring fed by a tail reader that runs until `stop`.
+    pub fn hub(log: Arc<dyn EventLog>, capacity: usize, stop: CancellationToken) -> Self {
+        // Until the reader knows where the log ends, every cursor is "behind" and reads the log.
+        let ring = Arc::new(EventRing::new(RingBounds { capacity, max_age: None }, StreamPosition::MAX));
+        tokio::spawn(TailReader { log: log.clone(), ring: ring.clone() }.run(stop));
+        Feed::Hub { ring, log }
+    }
+
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        match self {
+            Feed::Hub { log, .. } | Feed::Poll { log, .. } => log,
+        }
+    }
+
+    /// The position a connection that wants "only new events" starts from.
+    pub async fn current_end(&self) -> Result<StreamPosition, LogError> {
+        match self {
+            Feed::Hub { ring, log } => {
+                let newest = ring.newest();
+                if newest == StreamPosition::MAX { log.last_position().await } else { Ok(newest) }
+            }
+            Feed::Poll { log, .. } => log.last_position().await,
+        }
+    }
+
+    pub fn is_following(&self) -> bool {
+        match self {
+            Feed::Hub { ring, .. } => ring.newest() != StreamPosition::MAX,
+            Feed::Poll { .. } => true,
+        }
+    }
+}
+
+/// Follows the end of the log with one blocking read at a time and appends what it reads to
+/// the ring, so the log's load does not grow with the number of connections.
+struct TailReader {
+    log: Arc<dyn EventLog>,
+    ring: Arc<EventRing>,
+}
+
+const FOLLOW_WAIT: Duration = Duration::from_secs(5);
+const FOLLOW_BATCH: usize = 1000;
+
+impl TailReader {
+    async fn run(self, stop: CancellationToken) {
+        let mut backoff = Backoff::default();
+        let mut last = loop {
+            match self.log.last_position().await {
+                Ok(position) => break position,
+                Err(error) => {
+                    tracing::warn!(%error, "tail reader cannot find the end of the log; retrying");
+                    if !backoff.wait(&stop).await {
+                        return;
+                    }
+                }
+            }
+        };
+        self.ring.restart(last);
+        tracing::info!(start = %last, backend = self.log.backend(), "tail reader following the log");
+        backoff.reset();
+        loop {
+            let page = tokio::select! {
+                _ = stop.cancelled() => return,
+                page = self.log.follow(last, FOLLOW_BATCH, FOLLOW_WAIT) => page,
+            };
+            match page {
+                Ok(page) if !page.events.is_empty() => {
+                    backoff.reset();
+                    if let Some(newest) = page.events.last() {
+                        last = newest.position;
+                    }
+                    self.ring.extend(page.events, wall_clock_ms());
+                    Metrics::global().event_log_retained.set(self.ring.len() as i64);
+                }
+                Ok(_) => {
+                    backoff.reset();
+                    // A quiet log, or one that was replaced (a restart without persistence can
+                    // restart ids below ours, which a read after `last` would never see).
+                    match self.log.last_position().await {
+                        Ok(end) if end < last => {
+                            tracing::warn!(%end, previous = %last, "the log restarted below our position; following its new end");
+                            last = end;
+                            self.ring.restart(end);
+                        }
+                        _ => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "tail read failed; retrying");
+                    if !backoff.wait(&stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 50 ms to 2 s.
+#[derive(Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub fn is_reset(&self) -> bool {
+        self.attempt == 0
+    }
+
+    pub fn delay(&mut self) -> Duration {
+        let delay = Duration::from_millis(50u64.saturating_mul(1 << self.attempt.min(6))).min(Duration::from_secs(2));
+        self.attempt += 1;
+        delay
+    }
+
+    /// Waits the next delay; false when stopped meanwhile.
+    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let delay = self.delay();
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}

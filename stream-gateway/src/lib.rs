@@ -1,0 +1,20 @@
+//! stream-gateway: `GET /api/order/stream` serves order events over SSE, each connection with
+//! its own cursor.
+//!
+//! - [`config`]: the clap configuration and the flags this service adds.
+//! - [`feed`]: where events come from: the hub (one tail reader, a shared ring) or polling.
+//! - [`delivery`]: one connection's cursor and the loop that writes its stream.
+//! - [`routes`]: the SSE handler (start position, limits, headers) and the demo page.
+//! - [`redis`]: connecting the Redis event log.
+//! - [`app`]: `Application`: builds the feed, binds, serves until stopped.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod feed;
+pub mod redis;
+pub mod routes;
+
+pub use app::Application;
+pub use config::{Config, DeliveryMode, GatewayArgs};
