@@ -1,0 +1,7 @@
+//! End-to-end tests of the embedded system (both services on one port, memory log), driven
+//! over HTTP like any client.
+
+mod delivery;
+mod helpers;
+mod protocol;
+mod validation;
