@@ -28,7 +28,11 @@ pub struct FeedReady(pub Arc<Feed>);
 #[async_trait]
 impl ReadinessCheck for FeedReady {
     async fn check(&self) -> Result<(), String> {
-        self.0.log().check_ready().await.map_err(|e| e.to_string())?;
+        self.0
+            .log()
+            .check_ready()
+            .await
+            .map_err(|e| e.to_string())?;
         if !self.0.is_following() {
             return Err("the tail reader has not reached the end of the log yet".into());
         }
@@ -62,21 +66,33 @@ pub async fn build_feed(
     lifecycle: &Lifecycle,
 ) -> anyhow::Result<Feed> {
     let Some(url) = &store.redis_url else {
-        let log = memory_log.unwrap_or_else(|| Arc::new(MemoryLog::new(store.log_capacity as usize, store.log_max_age())));
+        let log = memory_log.unwrap_or_else(|| {
+            Arc::new(MemoryLog::new(
+                store.log_capacity as usize,
+                store.log_max_age(),
+            ))
+        });
         spawn_memory_sweeper(log.clone(), lifecycle);
         return Ok(Feed::memory(log));
     };
     let log: Arc<dyn EventLog> = crate::redis::connect(url, store).await?;
     Ok(match gateway.delivery {
         DeliveryMode::Hub => Feed::hub(log, gateway.ring_capacity as usize, lifecycle.stop_token()),
-        DeliveryMode::Poll => {
-            Feed::Poll { log, interval: gateway.poll_interval, count: gateway.poll_count as usize }
-        }
+        DeliveryMode::Poll => Feed::Poll {
+            log,
+            interval: gateway.poll_interval,
+            count: gateway.poll_count as usize,
+        },
     })
 }
 
 /// The gateway's routes over `feed`.
-pub fn gateway_router(feed: Arc<Feed>, gateway: &GatewayArgs, shutdown: &ShutdownArgs, lifecycle: &Lifecycle) -> Router {
+pub fn gateway_router(
+    feed: Arc<Feed>,
+    gateway: &GatewayArgs,
+    shutdown: &ShutdownArgs,
+    lifecycle: &Lifecycle,
+) -> Router {
     let settings = DeliverySettings {
         heartbeat: gateway.heartbeat_interval,
         reconnect_delay: gateway.reconnect_delay,
@@ -105,9 +121,15 @@ impl Application {
         let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle).await?);
         let routes = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
         let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone());
-        let listener = server::bind(&config.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
-        Ok(Self { listener, router, lifecycle, grace: config.shutdown.shutdown_grace })
+        let listener = server::bind(&config.listen).map_err(|e| {
+            anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen)
+        })?;
+        Ok(Self {
+            listener,
+            router,
+            lifecycle,
+            grace: config.shutdown.shutdown_grace,
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

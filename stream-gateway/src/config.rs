@@ -3,10 +3,16 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
-use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs, parse_duration};
+use order_events::config::{
+    EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs, parse_duration,
+};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "stream-gateway", version, about = "Serves the order event stream over Server-Sent Events")]
+#[command(
+    name = "stream-gateway",
+    version,
+    about = "Serves the order event stream over Server-Sent Events"
+)]
 pub struct Config {
     #[command(flatten)]
     pub listen: ListenArgs,

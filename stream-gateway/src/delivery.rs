@@ -103,7 +103,9 @@ impl Delivery {
     }
 
     /// The response body as a stream of chunks; it ends when the server shuts down.
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
         futures_util::stream::unfold(self, |mut delivery| async move {
             let chunk = delivery.next_chunk().await?;
             Some((Ok(chunk), delivery))
@@ -181,7 +183,11 @@ impl Delivery {
     fn close(&mut self) -> Bytes {
         self.closed = true;
         let base = self.settings.reconnect_delay.as_millis() as u64;
-        let jitter = if base == 0 { 0 } else { rand::rng().random_range(0..=base) };
+        let jitter = if base == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=base)
+        };
         retry_frame(base + jitter)
     }
 
@@ -189,9 +195,19 @@ impl Delivery {
         match &*self.feed {
             Feed::Hub { ring, log } => {
                 self.batch.clear();
-                let read = ring.read_after(self.cursor, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, self.filter.as_deref(), &mut self.batch);
+                let read = ring.read_after(
+                    self.cursor,
+                    MAX_BATCH_EVENTS,
+                    MAX_BATCH_BYTES,
+                    self.filter.as_deref(),
+                    &mut self.batch,
+                );
                 match read {
-                    RingRead::Events { count, last, first_ms } => {
+                    RingRead::Events {
+                        count,
+                        last,
+                        first_ms,
+                    } => {
                         self.cursor = last;
                         if count == 0 {
                             return Ok(Step::Again);
@@ -202,10 +218,15 @@ impl Delivery {
                     RingRead::UpToDate => Ok(Step::Idle),
                     RingRead::Behind => {
                         Metrics::global().catchup_reads.inc();
-                        let page = log.read_after(self.cursor, self.settings.catchup_page).await?;
+                        let page = log
+                            .read_after(self.cursor, self.settings.catchup_page)
+                            .await?;
                         let floor = ring.floor();
                         let step = self.page_chunk(page);
-                        if matches!(step, Step::Idle) && self.cursor < floor && floor != StreamPosition::MAX {
+                        if matches!(step, Step::Idle)
+                            && self.cursor < floor
+                            && floor != StreamPosition::MAX
+                        {
                             // Nothing in the log between the cursor and the ring: join the ring.
                             self.cursor = floor;
                             return Ok(Step::Again);
@@ -233,7 +254,11 @@ impl Delivery {
         let mut first_ms = 0;
         for event in &page.events {
             self.cursor = event.position;
-            if self.filter.as_deref().is_none_or(|wanted| *event.customer_id == *wanted) {
+            if self
+                .filter
+                .as_deref()
+                .is_none_or(|wanted| *event.customer_id == *wanted)
+            {
                 if count == 0 {
                     first_ms = event.position.ms;
                 }
@@ -245,7 +270,11 @@ impl Delivery {
             record_delivery(count, first_ms);
         }
         if chunk.is_empty() {
-            if page.events.is_empty() { Step::Idle } else { Step::Again }
+            if page.events.is_empty() {
+                Step::Idle
+            } else {
+                Step::Again
+            }
         } else {
             Step::Chunk(chunk.freeze())
         }

@@ -13,22 +13,44 @@ use tokio_util::sync::CancellationToken;
 
 pub enum Feed {
     /// Connections read `ring`; cursors behind it read `log` until they reach it.
-    Hub { ring: Arc<EventRing>, log: Arc<dyn EventLog> },
+    Hub {
+        ring: Arc<EventRing>,
+        log: Arc<dyn EventLog>,
+    },
     /// Connections read `log` every `interval`.
-    Poll { log: Arc<dyn EventLog>, interval: Duration, count: usize },
+    Poll {
+        log: Arc<dyn EventLog>,
+        interval: Duration,
+        count: usize,
+    },
 }
 
 impl Feed {
     /// The memory log's ring is the whole log: connections read it directly.
     pub fn memory(log: Arc<MemoryLog>) -> Self {
-        Feed::Hub { ring: log.ring(), log }
+        Feed::Hub {
+            ring: log.ring(),
+            log,
+        }
     }
 
     /// A ring fed by a tail reader that runs until `stop`.
     pub fn hub(log: Arc<dyn EventLog>, capacity: usize, stop: CancellationToken) -> Self {
         // Until the reader knows where the log ends, every cursor is "behind" and reads the log.
-        let ring = Arc::new(EventRing::new(RingBounds { capacity, max_age: None }, StreamPosition::MAX));
-        tokio::spawn(TailReader { log: log.clone(), ring: ring.clone() }.run(stop));
+        let ring = Arc::new(EventRing::new(
+            RingBounds {
+                capacity,
+                max_age: None,
+            },
+            StreamPosition::MAX,
+        ));
+        tokio::spawn(
+            TailReader {
+                log: log.clone(),
+                ring: ring.clone(),
+            }
+            .run(stop),
+        );
         Feed::Hub { ring, log }
     }
 
@@ -43,7 +65,11 @@ impl Feed {
         match self {
             Feed::Hub { ring, log } => {
                 let newest = ring.newest();
-                if newest == StreamPosition::MAX { log.last_position().await } else { Ok(newest) }
+                if newest == StreamPosition::MAX {
+                    log.last_position().await
+                } else {
+                    Ok(newest)
+                }
             }
             Feed::Poll { log, .. } => log.last_position().await,
         }
@@ -96,7 +122,9 @@ impl TailReader {
                         last = newest.position;
                     }
                     self.ring.extend(page.events, wall_clock_ms());
-                    Metrics::global().event_log_retained.set(self.ring.len() as i64);
+                    Metrics::global()
+                        .event_log_retained
+                        .set(self.ring.len() as i64);
                 }
                 Ok(_) => {
                     backoff.reset();
@@ -138,7 +166,8 @@ impl Backoff {
     }
 
     pub fn delay(&mut self) -> Duration {
-        let delay = Duration::from_millis(50u64.saturating_mul(1 << self.attempt.min(6))).min(Duration::from_secs(2));
+        let delay = Duration::from_millis(50u64.saturating_mul(1 << self.attempt.min(6)))
+            .min(Duration::from_secs(2));
         self.attempt += 1;
         delay
     }

@@ -37,7 +37,10 @@ pub fn router(state: GatewayState) -> Router {
 }
 
 async fn page() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-cache")], Html(include_str!("../static/index.html")))
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Html(include_str!("../static/index.html")),
+    )
 }
 
 #[derive(Deserialize)]
@@ -56,15 +59,20 @@ enum Start {
 
 fn start_from(headers: &HeaderMap, query: &StreamQuery) -> Result<Start, Problem> {
     // An empty Last-Event-ID is what some clients send on their first connection.
-    let header = headers.get("last-event-id").filter(|v| !v.as_bytes().iter().all(|b| *b == b' '));
+    let header = headers
+        .get("last-event-id")
+        .filter(|v| !v.as_bytes().iter().all(|b| *b == b' '));
     if let Some(value) = header {
-        let text = value.to_str().map_err(|_| Problem::bad_request("Last-Event-ID must be an event id such as 1732841234567-0"))?;
+        let text = value.to_str().map_err(|_| {
+            Problem::bad_request("Last-Event-ID must be an event id such as 1732841234567-0")
+        })?;
         let position = StreamPosition::parse(text.trim_matches(' '))
             .map_err(|e| Problem::bad_request(format!("Last-Event-ID: {e}")))?;
         return Ok(Start::After(position));
     }
     if let Some(text) = &query.last_event_id {
-        let position = StreamPosition::parse(text).map_err(|e| Problem::bad_request(format!("lastEventId: {e}")))?;
+        let position = StreamPosition::parse(text)
+            .map_err(|e| Problem::bad_request(format!("lastEventId: {e}")))?;
         return Ok(Start::After(position));
     }
     Ok(Start::ReplayWindow)
@@ -84,8 +92,10 @@ async fn stream(
     };
     if let Some(customer) = &query.customer_id {
         if customer.is_empty() || customer.chars().count() > MAX_CUSTOMER_ID_CHARS {
-            return Problem::bad_request(format!("customerId must be 1 to {MAX_CUSTOMER_ID_CHARS} characters"))
-                .into_response();
+            return Problem::bad_request(format!(
+                "customerId must be 1 to {MAX_CUSTOMER_ID_CHARS} characters"
+            ))
+            .into_response();
         }
     }
     if state.stop.is_cancelled() {
@@ -93,27 +103,39 @@ async fn stream(
     }
     let metrics = Metrics::global();
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        metrics.sse_connections_total.with_label_values(&["rejected"]).inc();
-        return Problem::unavailable("too many open streams on this instance").retry_after(2).into_response();
+        metrics
+            .sse_connections_total
+            .with_label_values(&["rejected"])
+            .inc();
+        return Problem::unavailable("too many open streams on this instance")
+            .retry_after(2)
+            .into_response();
     };
     let cursor = match start {
         Start::After(position) => position,
-        Start::ReplayWindow if state.replay_window.is_zero() => match state.feed.current_end().await {
-            Ok(end) => end,
-            Err(error) => {
-                tracing::warn!(%error, "cannot resolve the end of the log");
-                return Problem::unavailable("the event store is unavailable").into_response();
+        Start::ReplayWindow if state.replay_window.is_zero() => {
+            match state.feed.current_end().await {
+                Ok(end) => end,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot resolve the end of the log");
+                    return Problem::unavailable("the event store is unavailable").into_response();
+                }
             }
-        },
+        }
         Start::ReplayWindow => match state.feed.log().now_ms().await {
-            Ok(now) => StreamPosition::before_millis(now.saturating_sub(state.replay_window.as_millis() as u64)),
+            Ok(now) => StreamPosition::before_millis(
+                now.saturating_sub(state.replay_window.as_millis() as u64),
+            ),
             Err(error) => {
                 tracing::warn!(%error, "cannot read the event store's clock");
                 return Problem::unavailable("the event store is unavailable").into_response();
             }
         },
     };
-    metrics.sse_connections_total.with_label_values(&["accepted"]).inc();
+    metrics
+        .sse_connections_total
+        .with_label_values(&["accepted"])
+        .inc();
     let delivery = Delivery::new(
         state.feed.clone(),
         state.settings.clone(),
@@ -125,7 +147,10 @@ async fn stream(
     let mut response = Response::new(Body::from_stream(delivery.into_stream()));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
@@ -136,16 +161,28 @@ mod tests {
     use super::*;
 
     fn query(last: Option<&str>) -> StreamQuery {
-        StreamQuery { last_event_id: last.map(str::to_owned), customer_id: None }
+        StreamQuery {
+            last_event_id: last.map(str::to_owned),
+            customer_id: None,
+        }
     }
 
     #[test]
     fn header_wins_over_query() {
         let mut headers = HeaderMap::new();
         headers.insert("last-event-id", HeaderValue::from_static("5-1"));
-        assert_eq!(start_from(&headers, &query(Some("9-9"))).unwrap(), Start::After(StreamPosition::new(5, 1)));
-        assert_eq!(start_from(&HeaderMap::new(), &query(Some("9-9"))).unwrap(), Start::After(StreamPosition::new(9, 9)));
-        assert_eq!(start_from(&HeaderMap::new(), &query(None)).unwrap(), Start::ReplayWindow);
+        assert_eq!(
+            start_from(&headers, &query(Some("9-9"))).unwrap(),
+            Start::After(StreamPosition::new(5, 1))
+        );
+        assert_eq!(
+            start_from(&HeaderMap::new(), &query(Some("9-9"))).unwrap(),
+            Start::After(StreamPosition::new(9, 9))
+        );
+        assert_eq!(
+            start_from(&HeaderMap::new(), &query(None)).unwrap(),
+            Start::ReplayWindow
+        );
     }
 
     #[test]

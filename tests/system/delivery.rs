@@ -8,7 +8,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{Sse, SseClient, deadline, large_order_body, order_body, order_of, spawn_app};
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order() {
     let app = spawn_app(&["--replay-window", "0s"]).await;
@@ -35,20 +34,36 @@ async fn fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order()
     for writer in writers {
         created.extend(writer.await.expect("writer"));
     }
-    let expected: std::collections::HashMap<String, Value> =
-        created.iter().map(|c| (c["eventId"].as_str().expect("eventId").to_owned(), order_of(c))).collect();
+    let expected: std::collections::HashMap<String, Value> = created
+        .iter()
+        .map(|c| {
+            (
+                c["eventId"].as_str().expect("eventId").to_owned(),
+                order_of(c),
+            )
+        })
+        .collect();
     assert_eq!(expected.len(), 500, "event ids are unique");
 
     let readers: Vec<_> = clients
         .into_iter()
-        .map(|mut client| tokio::spawn(async move { client.collect_orders(500, Duration::from_secs(60)).await }))
+        .map(|mut client| {
+            tokio::spawn(async move { client.collect_orders(500, Duration::from_secs(60)).await })
+        })
         .collect();
     for reader in readers {
         let events = reader.await.expect("reader");
-        let ids: Vec<order_events::StreamPosition> = events.iter().map(|(id, _)| id.parse().expect("id")).collect();
+        let ids: Vec<order_events::StreamPosition> = events
+            .iter()
+            .map(|(id, _)| id.parse().expect("id"))
+            .collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids strictly increase");
         for (id, data) in &events {
-            assert_eq!(Some(data), expected.get(id), "event {id} carries what the POST returned");
+            assert_eq!(
+                Some(data),
+                expected.get(id),
+                "event {id} carries what the POST returned"
+            );
         }
     }
 }
@@ -59,20 +74,35 @@ async fn reconnecting_with_last_event_id_header_or_query_gets_exactly_the_missed
     let mut first = app.open_stream(None, "").await;
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(app.create_order(&order_body("c", &format!("A{n}"))).await["eventId"].as_str().unwrap().to_owned());
+        ids.push(
+            app.create_order(&order_body("c", &format!("A{n}"))).await["eventId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let seen = first.collect_orders(3, Duration::from_secs(10)).await;
     drop(first);
     let resume_from = seen[2].0.clone();
     for n in 5..8 {
-        ids.push(app.create_order(&order_body("c", &format!("A{n}"))).await["eventId"].as_str().unwrap().to_owned());
+        ids.push(
+            app.create_order(&order_body("c", &format!("A{n}"))).await["eventId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
-    for (header, query) in [(Some(resume_from.as_str()), String::new()), (None, format!("?lastEventId={resume_from}"))] {
+    for (header, query) in [
+        (Some(resume_from.as_str()), String::new()),
+        (None, format!("?lastEventId={resume_from}")),
+    ] {
         let mut resumed = app.open_stream(header, &query).await;
         let events = resumed.collect_orders(5, Duration::from_secs(10)).await;
         let got: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(got, ids[3..].iter().map(String::as_str).collect::<Vec<_>>());
-        resumed.expect_no_event_until(tokio::time::Instant::now() + Duration::from_millis(300)).await;
+        resumed
+            .expect_no_event_until(tokio::time::Instant::now() + Duration::from_millis(300))
+            .await;
     }
 }
 
@@ -92,8 +122,14 @@ async fn replay_window_decides_whether_a_recent_order_is_replayed() {
     let mut from_end = app_zero.open_stream(None, "").await;
     let after = app_zero.create_order(&order_body("c", "LATE")).await;
     let events = from_end.collect_orders(1, Duration::from_secs(5)).await;
-    assert_eq!(events[0].0, after["eventId"].as_str().unwrap(), "window 0 starts at the end, resolved at connect");
-    from_end.expect_no_event_until(tokio::time::Instant::now() + Duration::from_millis(300)).await;
+    assert_eq!(
+        events[0].0,
+        after["eventId"].as_str().unwrap(),
+        "window 0 starts at the end, resolved at connect"
+    );
+    from_end
+        .expect_no_event_until(tokio::time::Instant::now() + Duration::from_millis(300))
+        .await;
 }
 
 #[tokio::test]
@@ -101,7 +137,12 @@ async fn a_cursor_older_than_retention_gets_reset_first_then_continues() {
     let app = spawn_app(&["--log-capacity", "5"]).await;
     let mut ids = Vec::new();
     for n in 0..10 {
-        ids.push(app.create_order(&order_body("c", &format!("R{n}"))).await["eventId"].as_str().unwrap().to_owned());
+        ids.push(
+            app.create_order(&order_body("c", &format!("R{n}"))).await["eventId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let mut client = app.open_stream(Some(&ids[0]), "").await;
     let (id, event, data) = client.next_event(deadline(5)).await.expect("reset");
@@ -110,7 +151,10 @@ async fn a_cursor_older_than_retention_gets_reset_first_then_continues() {
     assert_eq!(reset["oldestId"], ids[5]);
     assert_eq!(reset["lastEventId"], ids[0]);
     let rest = client.collect_orders(5, Duration::from_secs(5)).await;
-    assert_eq!(rest.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), ids[5..]);
+    assert_eq!(
+        rest.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        ids[5..]
+    );
     // A cursor at the newest evicted event lost nothing after it: no reset.
     let mut exact = app.open_stream(Some(&ids[4]), "").await;
     let (_, event, _) = exact.next_event(deadline(5)).await.expect("event");
@@ -126,7 +170,9 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stalled = socket.connect(app.addr).await.unwrap();
     stalled
-        .write_all(b"GET /api/order/stream HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n")
+        .write_all(
+            b"GET /api/order/stream HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n",
+        )
         .await
         .unwrap();
     let mut head = [0u8; 64];
@@ -144,17 +190,25 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
                 let body = large_order_body("stalled-test", &format!("S{n}"), 20);
                 let response = client.post(&url).json(&body).send().await.expect("POST");
                 assert_eq!(response.status(), 201);
-                last = response.json::<Value>().await.unwrap()["eventId"].as_str().unwrap().to_owned();
+                last = response.json::<Value>().await.unwrap()["eventId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
             }
             last
         })
     };
-    let events = reader.collect_orders(10_000, Duration::from_secs(120)).await;
+    let events = reader
+        .collect_orders(10_000, Duration::from_secs(120))
+        .await;
     let last = publisher.await.unwrap();
     assert_eq!(events.last().unwrap().0, last);
     let unique: HashSet<&String> = events.iter().map(|(id, _)| id).collect();
     assert_eq!(unique.len(), 10_000);
-    assert_eq!(app.metric("sse_orders_event_log_retained_events").await, 1000.0);
+    assert_eq!(
+        app.metric("sse_orders_event_log_retained_events").await,
+        1000.0
+    );
     assert_eq!(app.metric("sse_orders_sse_connections").await, 2.0);
 
     // The stalled client now reads: it was never buffered more than the log holds, so it sees
@@ -174,7 +228,11 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
     let (mut before, mut after, mut oldest) = (Vec::new(), Vec::new(), None);
     let until = deadline(60);
     loop {
-        match late.next_until(until).await.expect("the stalled client reaches the end") {
+        match late
+            .next_until(until)
+            .await
+            .expect("the stalled client reaches the end")
+        {
             Sse::Event { event, data, .. } if event == "reset" => {
                 assert!(oldest.is_none(), "one reset");
                 let reset: Value = serde_json::from_str(&data).unwrap();
@@ -182,7 +240,11 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
             }
             Sse::Event { id: Some(id), .. } => {
                 let done = id == last;
-                if oldest.is_some() { after.push(id) } else { before.push(id) }
+                if oldest.is_some() {
+                    after.push(id)
+                } else {
+                    before.push(id)
+                }
                 if done {
                     break;
                 }
@@ -190,11 +252,15 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
             _ => {}
         }
     }
-    let oldest = oldest.expect("10,000 events cannot all be held for a reader when the log keeps 1,000");
+    let oldest =
+        oldest.expect("10,000 events cannot all be held for a reader when the log keeps 1,000");
     // What was sent before the reset is a gap-free prefix; after it, delivery restarts at the
     // oldest retained event and is gap-free to the end.
     assert_eq!(before, all[..before.len()]);
-    let resume = all.iter().position(|id| *id == oldest).expect("oldest id is a real event");
+    let resume = all
+        .iter()
+        .position(|id| *id == oldest)
+        .expect("oldest id is a real event");
     assert!(resume > before.len(), "the reset was needed");
     assert_eq!(after, all[resume..]);
     assert!(after.len() <= 1000, "only retained events follow the reset");

@@ -32,15 +32,24 @@ pub async fn spawn_app(args: &[&str]) -> TestApp {
     argv.extend_from_slice(args);
     let config = Config::try_parse_from(argv).expect("test configuration parses");
     let lifecycle = Lifecycle::new();
-    let app = Application::build(&config, lifecycle.clone()).await.expect("application builds");
+    let app = Application::build(&config, lifecycle.clone())
+        .await
+        .expect("application builds");
     let addr = app.local_addr().expect("bound address");
     let server = tokio::spawn(app.run_until_stopped());
-    TestApp { addr, lifecycle, client: reqwest::Client::new(), server }
+    TestApp {
+        addr,
+        lifecycle,
+        client: reqwest::Client::new(),
+        server,
+    }
 }
 
 /// An order with `lines` line items (about 85 bytes of event data each).
 pub fn large_order_body(customer: &str, sku: &str, lines: usize) -> Value {
-    let items: Vec<Value> = (0..lines).map(|n| json!({"sku": format!("{sku}-{n}"), "quantity": 1, "unitPrice": 100})).collect();
+    let items: Vec<Value> = (0..lines)
+        .map(|n| json!({"sku": format!("{sku}-{n}"), "quantity": 1, "unitPrice": 100}))
+        .collect();
     json!({"customerId": customer, "currency": "EUR", "items": items})
 }
 
@@ -55,12 +64,22 @@ impl TestApp {
 
     /// POSTs an order and returns the 201 body.
     pub async fn create_order(&self, body: &Value) -> Value {
-        let response = self.client.post(self.url("/api/order")).json(body).send().await.expect("POST");
+        let response = self
+            .client
+            .post(self.url("/api/order"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
         assert_eq!(response.status(), 201, "POST /api/order");
         response.json().await.expect("JSON body")
     }
 
-    pub async fn post_raw(&self, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    pub async fn post_raw(
+        &self,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         let mut request = self.client.post(self.url("/api/order")).body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
@@ -69,29 +88,51 @@ impl TestApp {
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.client.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
         text.lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .map_or(0.0, |value| value.trim().parse().expect("metric value"))
     }
 
     /// Opens the stream with optional `Last-Event-ID` header and query string.
     pub async fn open_stream(&self, last_event_id: Option<&str>, query: &str) -> SseClient {
-        let mut request = self.client.get(self.url(&format!("/api/order/stream{query}")));
+        let mut request = self
+            .client
+            .get(self.url(&format!("/api/order/stream{query}")));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
         let response = request.send().await.expect("GET stream");
         assert_eq!(response.status(), 200, "GET /api/order/stream{query}");
         assert_eq!(response.headers()["content-type"], "text/event-stream");
-        SseClient::new(response.bytes_stream().map(|r| r.map_err(|e| e.to_string())).boxed())
+        SseClient::new(
+            response
+                .bytes_stream()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .boxed(),
+        )
     }
 }
 
 /// One dispatched SSE event (or a comment), as a browser's EventSource would see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sse {
-    Event { id: Option<String>, event: String, data: String },
+    Event {
+        id: Option<String>,
+        event: String,
+        data: String,
+    },
     Comment(String),
     Retry(u64),
 }
@@ -124,13 +165,20 @@ impl SseClient {
     }
 
     fn take_line(&mut self) -> Option<String> {
-        let at = self.buffer.iter().position(|b| *b == b'\n' || *b == b'\r')?;
+        let at = self
+            .buffer
+            .iter()
+            .position(|b| *b == b'\n' || *b == b'\r')?;
         // A CR at the very end may be the first half of CRLF: wait for more bytes.
         if self.buffer[at] == b'\r' && at + 1 == self.buffer.len() && !self.ended {
             return None;
         }
         let line = String::from_utf8(self.buffer[..at].to_vec()).expect("UTF-8 stream");
-        let skip = if self.buffer[at] == b'\r' && self.buffer.get(at + 1) == Some(&b'\n') { 2 } else { 1 };
+        let skip = if self.buffer[at] == b'\r' && self.buffer.get(at + 1) == Some(&b'\n') {
+            2
+        } else {
+            1
+        };
         self.buffer.advance(at + skip);
         Some(line)
     }
@@ -139,7 +187,11 @@ impl SseClient {
         while let Some(line) = self.take_line() {
             if line.is_empty() {
                 if !self.data.is_empty() {
-                    let event = if self.event.is_empty() { "message".to_owned() } else { std::mem::take(&mut self.event) };
+                    let event = if self.event.is_empty() {
+                        "message".to_owned()
+                    } else {
+                        std::mem::take(&mut self.event)
+                    };
                     self.pending.push_back(Sse::Event {
                         id: self.id.take(),
                         event,
@@ -151,11 +203,15 @@ impl SseClient {
                 continue;
             }
             if let Some(comment) = line.strip_prefix(':') {
-                self.pending.push_back(Sse::Comment(comment.trim_start().to_owned()));
+                self.pending
+                    .push_back(Sse::Comment(comment.trim_start().to_owned()));
                 continue;
             }
             let (field, value) = match line.split_once(':') {
-                Some((field, value)) => (field.to_owned(), value.strip_prefix(' ').unwrap_or(value).to_owned()),
+                Some((field, value)) => (
+                    field.to_owned(),
+                    value.strip_prefix(' ').unwrap_or(value).to_owned(),
+                ),
                 None => (line.clone(), String::new()),
             };
             match field.as_str() {
@@ -199,7 +255,10 @@ impl SseClient {
     }
 
     /// The next `order-created` or `reset` event (skipping comments and retry hints).
-    pub async fn next_event(&mut self, deadline: Instant) -> Option<(Option<String>, String, String)> {
+    pub async fn next_event(
+        &mut self,
+        deadline: Instant,
+    ) -> Option<(Option<String>, String, String)> {
         loop {
             match self.next_until(deadline).await? {
                 Sse::Event { id, event, data } => return Some((id, event, data)),
@@ -218,7 +277,10 @@ impl SseClient {
                     events.push((id, serde_json::from_str(&data).expect("event data is JSON")))
                 }
                 Some(other) => panic!("unexpected event {other:?}"),
-                None => panic!("only {} of {count} events arrived in {within:?}", events.len()),
+                None => panic!(
+                    "only {} of {count} events arrived in {within:?}",
+                    events.len()
+                ),
             }
         }
         events

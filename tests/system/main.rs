@@ -1,5 +1,6 @@
 //! End-to-end tests of the embedded system (both services on one port, memory log), driven
 //! over HTTP like any client.
+#![allow(clippy::unwrap_used)]
 
 mod delivery;
 mod helpers;

@@ -10,7 +10,12 @@ use crate::helpers::{Sse, deadline, order_body, order_of, spawn_app};
 #[tokio::test]
 async fn stream_sends_sse_headers_and_starts_with_a_retry_hint() {
     let app = spawn_app(&["--reconnect-delay", "1500ms"]).await;
-    let response = app.client.get(app.url("/api/order/stream")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/order/stream"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let headers = response.headers();
     assert_eq!(headers["content-type"], "text/event-stream");
@@ -28,7 +33,11 @@ async fn idle_streams_receive_heartbeat_comments() {
     let until = deadline(5);
     let mut heartbeats = 0;
     while heartbeats < 3 {
-        match stream.next_until(until).await.expect("heartbeats keep coming") {
+        match stream
+            .next_until(until)
+            .await
+            .expect("heartbeats keep coming")
+        {
             Sse::Comment(_) => heartbeats += 1,
             Sse::Retry(_) => {}
             other => panic!("unexpected {other:?}"),
@@ -56,8 +65,15 @@ async fn customer_text_with_line_breaks_stays_inside_one_data_field() {
     let data: Value = serde_json::from_str(&events[0].2).unwrap();
     assert_eq!(data["customerId"], hostile);
     assert_eq!(data, order_of(&created));
-    assert_eq!(events[1].0.as_deref(), follow_up["eventId"].as_str(), "no injected event or id in between");
-    assert_eq!(stream.last_event_id.as_deref(), follow_up["eventId"].as_str());
+    assert_eq!(
+        events[1].0.as_deref(),
+        follow_up["eventId"].as_str(),
+        "no injected event or id in between"
+    );
+    assert_eq!(
+        stream.last_event_id.as_deref(),
+        follow_up["eventId"].as_str()
+    );
 }
 
 #[tokio::test]
@@ -69,14 +85,19 @@ async fn customer_filter_delivers_only_that_customers_orders() {
     app.create_order(&order_body("bob", "B2")).await;
     let events = filtered.collect_orders(1, Duration::from_secs(5)).await;
     assert_eq!(events[0].1, order_of(&alice));
-    filtered.expect_no_event_until(tokio::time::Instant::now() + Duration::from_millis(300)).await;
+    filtered
+        .expect_no_event_until(tokio::time::Instant::now() + Duration::from_millis(300))
+        .await;
 }
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_with_a_retry_hint_and_the_server_exits() {
     let app = spawn_app(&["--shutdown-grace", "1s"]).await;
     let mut stream = app.open_stream(None, "").await;
-    assert!(matches!(stream.next_until(deadline(5)).await, Some(Sse::Retry(_))));
+    assert!(matches!(
+        stream.next_until(deadline(5)).await,
+        Some(Sse::Retry(_))
+    ));
     app.lifecycle.stop();
     let until = deadline(5);
     let mut last_retry = None;
@@ -86,18 +107,41 @@ async fn shutdown_ends_open_streams_with_a_retry_hint_and_the_server_exits() {
         }
     }
     assert!(last_retry.is_some(), "the stream ends with a retry hint");
-    tokio::time::timeout(Duration::from_secs(5), app.server).await.expect("server exits").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), app.server)
+        .await
+        .expect("server exits")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn readiness_turns_unavailable_while_draining() {
     let app = spawn_app(&[]).await;
-    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 200);
-    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     app.lifecycle.start_draining();
     let response = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 }
 
 #[tokio::test]
@@ -105,8 +149,16 @@ async fn connections_beyond_the_limit_get_503_with_retry_after() {
     let app = spawn_app(&["--max-connections", "2"]).await;
     let _a = app.open_stream(None, "").await;
     let _b = app.open_stream(None, "").await;
-    let response = app.client.get(app.url("/api/order/stream")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/order/stream"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 }

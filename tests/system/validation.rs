@@ -8,18 +8,26 @@ use crate::helpers::{TestApp, order_body, spawn_app};
 
 async fn assert_problem(response: reqwest::Response, status: u16, mentions: &str) {
     assert_eq!(response.status(), status);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: Value = response.json().await.expect("problem body is JSON");
     assert_eq!(problem["status"], status);
     assert!(problem["title"].is_string() && problem["type"].is_string());
     let text = problem.to_string();
-    assert!(text.contains(mentions), "problem {text} should mention {mentions}");
+    assert!(
+        text.contains(mentions),
+        "problem {text} should mention {mentions}"
+    );
 }
 
 async fn assert_nothing_stored(app: &TestApp) {
     assert_eq!(app.metric("sse_orders_orders_created_total").await, 0.0);
     let mut stream = app.open_stream(None, "").await;
-    stream.expect_no_event_until(tokio::time::Instant::now() + Duration::from_millis(300)).await;
+    stream
+        .expect_no_event_until(tokio::time::Instant::now() + Duration::from_millis(300))
+        .await;
 }
 
 #[tokio::test]
@@ -27,31 +35,68 @@ async fn invalid_orders_get_400_naming_each_field_and_store_nothing() {
     let app = spawn_app(&["--replay-window", "1h"]).await;
     let item = |sku: Value, quantity: Value, price: Value| json!({"customerId": "c", "currency": "EUR", "items": [{"sku": sku, "quantity": quantity, "unitPrice": price}]});
     let cases = [
-        (json!({"currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}), "customerId"),
-        (json!({"customerId": "", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}), "customerId"),
-        (json!({"customerId": "x".repeat(129), "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}), "customerId"),
-        (json!({"customerId": "c", "currency": "euro", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}), "currency"),
-        (json!({"customerId": "c", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}), "currency"),
-        (json!({"customerId": "c", "currency": "EUR", "items": []}), "items"),
+        (
+            json!({"currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}),
+            "customerId",
+        ),
+        (
+            json!({"customerId": "", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}),
+            "customerId",
+        ),
+        (
+            json!({"customerId": "x".repeat(129), "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}),
+            "customerId",
+        ),
+        (
+            json!({"customerId": "c", "currency": "euro", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}),
+            "currency",
+        ),
+        (
+            json!({"customerId": "c", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}),
+            "currency",
+        ),
+        (
+            json!({"customerId": "c", "currency": "EUR", "items": []}),
+            "items",
+        ),
         (json!({"customerId": "c", "currency": "EUR"}), "items"),
-        (json!({"customerId": "c", "currency": "EUR", "items": "A"}), "items"),
+        (
+            json!({"customerId": "c", "currency": "EUR", "items": "A"}),
+            "items",
+        ),
         (item(json!(""), json!(1), json!(1)), "items[0].sku"),
         (item(json!("a b"), json!(1), json!(1)), "items[0].sku"),
         (item(json!("A"), json!(0), json!(1)), "items[0].quantity"),
         (item(json!("A"), json!(1.5), json!(1)), "items[0].quantity"),
         (item(json!("A"), json!(1001), json!(1)), "items[0].quantity"),
-        (item(json!("A"), json!(1), json!(12.5)), "items[0].unitPrice"),
+        (
+            item(json!("A"), json!(1), json!(12.5)),
+            "items[0].unitPrice",
+        ),
         (item(json!("A"), json!(1), json!(-1)), "items[0].unitPrice"),
-        (item(json!("A"), json!(1), json!("12.345")), "items[0].unitPrice"),
-        (item(json!("A"), json!(1), json!("twelve")), "items[0].unitPrice"),
-        (json!({"customerId": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}], "discount": 5}), "discount"),
+        (
+            item(json!("A"), json!(1), json!("12.345")),
+            "items[0].unitPrice",
+        ),
+        (
+            item(json!("A"), json!(1), json!("twelve")),
+            "items[0].unitPrice",
+        ),
+        (
+            json!({"customerId": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}], "discount": 5}),
+            "discount",
+        ),
         (json!([1, 2]), "JSON object"),
     ];
     for (body, field) in cases {
-        let response = app.post_raw(Some("application/json"), body.to_string()).await;
+        let response = app
+            .post_raw(Some("application/json"), body.to_string())
+            .await;
         assert_problem(response, 400, field).await;
     }
-    let response = app.post_raw(Some("application/json"), "{\"customerId\": ").await;
+    let response = app
+        .post_raw(Some("application/json"), "{\"customerId\": ")
+        .await;
     assert_problem(response, 400, "not valid JSON").await;
     assert_nothing_stored(&app).await;
 }
@@ -60,10 +105,26 @@ async fn invalid_orders_get_400_naming_each_field_and_store_nothing() {
 async fn wrong_content_type_oversized_body_and_bad_idempotency_key_are_refused() {
     let app = spawn_app(&[]).await;
     let body = order_body("c", "A").to_string();
-    assert_problem(app.post_raw(Some("text/plain"), body.clone()).await, 415, "application/json").await;
-    assert_problem(app.post_raw(None, body.clone()).await, 415, "application/json").await;
+    assert_problem(
+        app.post_raw(Some("text/plain"), body.clone()).await,
+        415,
+        "application/json",
+    )
+    .await;
+    assert_problem(
+        app.post_raw(None, body.clone()).await,
+        415,
+        "application/json",
+    )
+    .await;
     let huge = json!({"customerId": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}], "pad": "x".repeat(70 * 1024)});
-    assert_problem(app.post_raw(Some("application/json"), huge.to_string()).await, 413, "too large").await;
+    assert_problem(
+        app.post_raw(Some("application/json"), huge.to_string())
+            .await,
+        413,
+        "too large",
+    )
+    .await;
     let response = app
         .client
         .post(app.url("/api/order"))
@@ -81,18 +142,52 @@ async fn wrong_content_type_oversized_body_and_bad_idempotency_key_are_refused()
 async fn bad_stream_requests_and_unknown_orders_get_problems() {
     let app = spawn_app(&[]).await;
     let get = |path: &str| app.client.get(app.url(path)).send();
-    for bad in ["abc", "1-", "-1", "1-2-3", "1.0-0", "99999999999999999999999-0"] {
-        let response = app.client.get(app.url("/api/order/stream")).header("last-event-id", bad).send().await.unwrap();
+    for bad in [
+        "abc",
+        "1-",
+        "-1",
+        "1-2-3",
+        "1.0-0",
+        "99999999999999999999999-0",
+    ] {
+        let response = app
+            .client
+            .get(app.url("/api/order/stream"))
+            .header("last-event-id", bad)
+            .send()
+            .await
+            .unwrap();
         assert_problem(response, 400, "Last-Event-ID").await;
-        let response = get(&format!("/api/order/stream?lastEventId={bad}")).await.unwrap();
+        let response = get(&format!("/api/order/stream?lastEventId={bad}"))
+            .await
+            .unwrap();
         assert_problem(response, 400, "lastEventId").await;
     }
     let long = "x".repeat(200);
-    assert_problem(get(&format!("/api/order/stream?customerId={long}")).await.unwrap(), 400, "customerId").await;
-    assert_problem(get("/api/order/0193a000-0000-7000-8000-000000000000").await.unwrap(), 404, "no order").await;
+    assert_problem(
+        get(&format!("/api/order/stream?customerId={long}"))
+            .await
+            .unwrap(),
+        400,
+        "customerId",
+    )
+    .await;
+    assert_problem(
+        get("/api/order/0193a000-0000-7000-8000-000000000000")
+            .await
+            .unwrap(),
+        404,
+        "no order",
+    )
+    .await;
     assert_problem(get("/api/order/not-a-uuid").await.unwrap(), 404, "no order").await;
     assert_problem(get("/nowhere").await.unwrap(), 404, "Not found").await;
-    let response = app.client.delete(app.url("/api/order")).send().await.unwrap();
+    let response = app
+        .client
+        .delete(app.url("/api/order"))
+        .send()
+        .await
+        .unwrap();
     assert_problem(response, 405, "Method").await;
 }
 
@@ -101,12 +196,24 @@ async fn created_orders_can_be_read_back_and_idempotency_keys_replay_them() {
     let app = spawn_app(&[]).await;
     let created = app.create_order(&order_body("c", "A")).await;
     let location = format!("/api/order/{}", created["orderId"].as_str().unwrap());
-    let fetched: Value = app.client.get(app.url(&location)).send().await.unwrap().json().await.unwrap();
+    let fetched: Value = app
+        .client
+        .get(app.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(fetched, created);
     assert_eq!(created["total"], "25.00");
 
     let post = |body: Value| {
-        app.client.post(app.url("/api/order")).header("idempotency-key", "key-1").json(&body).send()
+        app.client
+            .post(app.url("/api/order"))
+            .header("idempotency-key", "key-1")
+            .json(&body)
+            .send()
     };
     let first = post(order_body("c", "K")).await.unwrap();
     assert_eq!(first.status(), 201);
@@ -116,6 +223,11 @@ async fn created_orders_can_be_read_back_and_idempotency_keys_replay_them() {
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["location"].to_str().unwrap(), location);
     assert_eq!(again.json::<Value>().await.unwrap(), first);
-    assert_problem(post(order_body("c", "OTHER")).await.unwrap(), 422, "Idempotency-Key").await;
+    assert_problem(
+        post(order_body("c", "OTHER")).await.unwrap(),
+        422,
+        "Idempotency-Key",
+    )
+    .await;
     assert_eq!(app.metric("sse_orders_orders_created_total").await, 2.0);
 }
