@@ -53,13 +53,15 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &Config, lifecycle: Lifecycle) -> anyhow::Result<Self> {
-        let memory_log = config
-            .store
-            .redis_url
-            .is_none()
-            .then(|| Arc::new(MemoryLog::new(config.store.log_capacity as usize, config.store.log_max_age())));
+        let memory_log = config.store.redis_url.is_none().then(|| {
+            Arc::new(MemoryLog::new(
+                config.store.log_capacity as usize,
+                config.store.log_max_age(),
+            ))
+        });
         let store = order_store(&config.store, &config.api, memory_log.clone()).await?;
-        let feed = Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle).await?);
+        let feed =
+            Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle).await?);
         let api = order_api::router(order_api::ApiState {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
@@ -67,9 +69,15 @@ impl Application {
         let gateway = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
         let readiness = AllReady(vec![Arc::new(StoreReady(store)), Arc::new(FeedReady(feed))]);
         let router = finish_router(api.merge(gateway), Arc::new(readiness), lifecycle.clone());
-        let listener = server::bind(&config.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
-        Ok(Self { listener, router, lifecycle, grace: config.shutdown.shutdown_grace })
+        let listener = server::bind(&config.listen).map_err(|e| {
+            anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen)
+        })?;
+        Ok(Self {
+            listener,
+            router,
+            lifecycle,
+            grace: config.shutdown.shutdown_grace,
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -12,7 +12,11 @@ async fn main() -> anyhow::Result<()> {
     let lifecycle = Lifecycle::new();
     let app = Application::build(&config, lifecycle.clone()).await?;
     let address = app.local_addr()?;
-    let backend = if config.store.redis_url.is_some() { "redis" } else { "memory" };
+    let backend = if config.store.redis_url.is_some() {
+        "redis"
+    } else {
+        "memory"
+    };
     tracing::info!(%address, backend, "sse-orders listening; open http://{address}/ for the live order page");
     tokio::spawn(lifecycle.stop_on_signal(config.shutdown.drain_delay));
     app.run_until_stopped().await?;

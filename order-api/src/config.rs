@@ -3,10 +3,16 @@
 use std::time::Duration;
 
 use clap::{Args, Parser};
-use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs, parse_duration};
+use order_events::config::{
+    EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs, parse_duration,
+};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "order-api", version, about = "Validates and stores orders and appends their OrderCreated events")]
+#[command(
+    name = "order-api",
+    version,
+    about = "Validates and stores orders and appends their OrderCreated events"
+)]
 pub struct Config {
     #[command(flatten)]
     pub listen: ListenArgs,

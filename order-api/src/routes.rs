@@ -34,11 +34,20 @@ pub fn router(state: ApiState) -> Router {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn store_failure(error: StoreError) -> Response {
@@ -52,11 +61,17 @@ fn store_failure(error: StoreError) -> Response {
         .into_response(),
         StoreError::Unavailable(_) | StoreError::Timeout => {
             tracing::warn!(%error, "order store unavailable");
-            Problem::unavailable("the order store is unavailable; nothing was stored, retry later").into_response()
+            Problem::unavailable("the order store is unavailable; nothing was stored, retry later")
+                .into_response()
         }
         StoreError::Malformed(_) => {
             tracing::error!(%error, "order store returned malformed data");
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "/problems/internal", "Internal error").into_response()
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "/problems/internal",
+                "Internal error",
+            )
+            .into_response()
         }
     }
 }
@@ -74,13 +89,19 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
     }
     let json: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(json) => json,
-        Err(error) => return Problem::bad_request(format!("the body is not valid JSON: {error}")).into_response(),
+        Err(error) => {
+            return Problem::bad_request(format!("the body is not valid JSON: {error}"))
+                .into_response();
+        }
     };
     let request = match OrderRequest::parse(&json) {
         Ok(request) => request,
         Err(errors) => return Problem::invalid_fields(errors).into_response(),
     };
-    let idempotency = match headers.get("idempotency-key").map(|v| v.to_str().map(IdempotencyKey::parse)) {
+    let idempotency = match headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(IdempotencyKey::parse))
+    {
         None => None,
         Some(Ok(Ok(key))) => Some((key, request_fingerprint(&request))),
         Some(_) => {
@@ -93,7 +114,15 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
     let incoming_traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     let order = Order::create(&request, OffsetDateTime::now_utc());
     let event = OrderCreated::of(&order, current_traceparent(incoming_traceparent));
-    let (status, created) = match state.store.create(NewOrder { order, event, idempotency }).await {
+    let (status, created) = match state
+        .store
+        .create(NewOrder {
+            order,
+            event,
+            idempotency,
+        })
+        .await
+    {
         Ok(CreateOutcome::Created(created)) => {
             Metrics::global().orders_created.inc();
             (StatusCode::CREATED, created)
@@ -118,8 +147,11 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
 
 async fn get_order(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     let Ok(id) = Uuid::parse_str(&id) else {
-        return Problem::not_found(format!("no order has the id `{}`", id.chars().take(64).collect::<String>()))
-            .into_response();
+        return Problem::not_found(format!(
+            "no order has the id `{}`",
+            id.chars().take(64).collect::<String>()
+        ))
+        .into_response();
     };
     match state.store.get(id).await {
         Ok(Some(order)) => axum::Json(order).into_response(),

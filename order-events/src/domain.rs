@@ -23,7 +23,10 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -36,10 +39,32 @@ pub struct Currency {
 
 /// Active ISO 4217 codes whose minor unit is not 2 digits.
 const EXPONENT_EXCEPTIONS: &[(&str, u8)] = &[
-    ("BHD", 3), ("BIF", 0), ("CLP", 0), ("DJF", 0), ("GNF", 0), ("IQD", 3), ("ISK", 0),
-    ("JOD", 3), ("JPY", 0), ("KMF", 0), ("KRW", 0), ("KWD", 3), ("LYD", 3), ("OMR", 3),
-    ("PYG", 0), ("RWF", 0), ("TND", 3), ("UGX", 0), ("UYI", 0), ("UYW", 4), ("VND", 0),
-    ("VUV", 0), ("XAF", 0), ("XOF", 0), ("XPF", 0), ("CLF", 4),
+    ("BHD", 3),
+    ("BIF", 0),
+    ("CLP", 0),
+    ("DJF", 0),
+    ("GNF", 0),
+    ("IQD", 3),
+    ("ISK", 0),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KMF", 0),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("LYD", 3),
+    ("OMR", 3),
+    ("PYG", 0),
+    ("RWF", 0),
+    ("TND", 3),
+    ("UGX", 0),
+    ("UYI", 0),
+    ("UYW", 4),
+    ("VND", 0),
+    ("VUV", 0),
+    ("XAF", 0),
+    ("XOF", 0),
+    ("XPF", 0),
+    ("CLF", 4),
 ];
 
 /// Active ISO 4217 codes with 2 minor-unit digits.
@@ -54,12 +79,18 @@ impl Currency {
     pub fn parse(code: &str) -> Option<Self> {
         let bytes: [u8; 3] = code.as_bytes().try_into().ok()?;
         if let Some((_, exponent)) = EXPONENT_EXCEPTIONS.iter().find(|(c, _)| *c == code) {
-            return Some(Self { code: bytes, exponent: *exponent });
+            return Some(Self {
+                code: bytes,
+                exponent: *exponent,
+            });
         }
         TWO_DIGIT_CODES
             .split_ascii_whitespace()
             .any(|c| c == code)
-            .then_some(Self { code: bytes, exponent: 2 })
+            .then_some(Self {
+                code: bytes,
+                exponent: 2,
+            })
     }
 
     pub fn code(&self) -> &str {
@@ -80,7 +111,12 @@ impl Currency {
         let sign = if minor < 0 { "-" } else { "" };
         let abs = minor.unsigned_abs();
         let scale = scale.unsigned_abs();
-        format!("{sign}{}.{:0width$}", abs / scale, abs % scale, width = usize::from(self.exponent))
+        format!(
+            "{sign}{}.{:0width$}",
+            abs / scale,
+            abs % scale,
+            width = usize::from(self.exponent)
+        )
     }
 
     /// Parses a decimal string with at most `exponent` fraction digits into minor units.
@@ -106,8 +142,14 @@ impl Currency {
         }
         let mut minor: i64 = whole.parse().map_err(|_| "is too large")?;
         for i in 0..self.exponent {
-            let digit = fraction.as_bytes().get(usize::from(i)).map_or(0, |b| i64::from(b - b'0'));
-            minor = minor.checked_mul(10).and_then(|m| m.checked_add(digit)).ok_or("is too large")?;
+            let digit = fraction
+                .as_bytes()
+                .get(usize::from(i))
+                .map_or(0, |b| i64::from(b - b'0'));
+            minor = minor
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(digit))
+                .ok_or("is too large")?;
         }
         Ok(minor)
     }
@@ -185,7 +227,10 @@ impl OrderRequest {
             Some(Value::String(s)) => {
                 let parsed = Currency::parse(s);
                 if parsed.is_none() {
-                    errors.push(FieldError::new("currency", "must be an ISO 4217 code such as \"EUR\""));
+                    errors.push(FieldError::new(
+                        "currency",
+                        "must be an ISO 4217 code such as \"EUR\"",
+                    ));
                 }
                 parsed
             }
@@ -201,9 +246,10 @@ impl OrderRequest {
             Some(Value::Array(list)) if list.is_empty() => {
                 errors.push(FieldError::new("items", "must contain at least one item"))
             }
-            Some(Value::Array(list)) if list.len() > MAX_ITEMS => {
-                errors.push(FieldError::new("items", format!("must contain at most {MAX_ITEMS} items")))
-            }
+            Some(Value::Array(list)) if list.len() > MAX_ITEMS => errors.push(FieldError::new(
+                "items",
+                format!("must contain at most {MAX_ITEMS} items"),
+            )),
             Some(Value::Array(list)) => {
                 for (i, item) in list.iter().enumerate() {
                     if let Some(item) = parse_item(i, item, currency.as_ref(), &mut errors) {
@@ -216,9 +262,16 @@ impl OrderRequest {
 
         match (customer_id, currency) {
             (Some(customer_id), Some(currency)) if errors.is_empty() => {
-                let request = Self { customer_id, currency, items };
+                let request = Self {
+                    customer_id,
+                    currency,
+                    items,
+                };
                 if request.total_minor().is_none() {
-                    return Err(vec![FieldError::new("items", "the order total is too large")]);
+                    return Err(vec![FieldError::new(
+                        "items",
+                        "the order total is too large",
+                    )]);
                 }
                 Ok(request)
             }
@@ -243,7 +296,10 @@ fn parse_item(
 ) -> Option<LineItem> {
     let field = |name: &str| format!("items[{index}].{name}");
     let Some(object) = item.as_object() else {
-        errors.push(FieldError::new(format!("items[{index}]"), "must be an object"));
+        errors.push(FieldError::new(
+            format!("items[{index}]"),
+            "must be an object",
+        ));
         return None;
     };
     let before = errors.len();
@@ -256,7 +312,8 @@ fn parse_item(
         Some(Value::String(s))
             if !s.is_empty()
                 && s.len() <= MAX_SKU_CHARS
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
         {
             Some(s.clone())
         }
@@ -267,7 +324,9 @@ fn parse_item(
         Some(_) => {
             errors.push(FieldError::new(
                 field("sku"),
-                format!("must be 1 to {MAX_SKU_CHARS} characters of A-Z, a-z, 0-9, '-', '_', '.', ':'"),
+                format!(
+                    "must be 1 to {MAX_SKU_CHARS} characters of A-Z, a-z, 0-9, '-', '_', '.', ':'"
+                ),
             ));
             None
         }
@@ -298,7 +357,9 @@ fn parse_item(
             None
         }
         (Some(Value::Number(n)), _) => match n.as_i64() {
-            Some(minor) if (0..=MAX_UNIT_PRICE_MINOR).contains(&minor) && !n.is_f64() => Some(minor),
+            Some(minor) if (0..=MAX_UNIT_PRICE_MINOR).contains(&minor) && !n.is_f64() => {
+                Some(minor)
+            }
             _ => {
                 errors.push(FieldError::new(
                     field("unitPrice"),
@@ -321,14 +382,21 @@ fn parse_item(
         // Without a valid currency a decimal string cannot be checked; the currency error says why.
         (Some(Value::String(_)), None) => None,
         (Some(_), _) => {
-            errors.push(FieldError::new(field("unitPrice"), "must be a decimal string or an integer"));
+            errors.push(FieldError::new(
+                field("unitPrice"),
+                "must be a decimal string or an integer",
+            ));
             None
         }
     };
     if errors.len() != before {
         return None;
     }
-    Some(LineItem { sku: sku?, quantity: quantity?, unit_price_minor: unit_price? })
+    Some(LineItem {
+        sku: sku?,
+        quantity: quantity?,
+        unit_price_minor: unit_price?,
+    })
 }
 
 /// A stored order: what `POST` returns, what `GET` returns and what the event carries.
@@ -365,10 +433,13 @@ impl Order {
                 quantity: item.quantity,
                 unit_price: currency.format(item.unit_price_minor),
                 // Bounded by MAX_UNIT_PRICE_MINOR × MAX_QUANTITY, far below i64::MAX.
-                line_total: currency.format(item.unit_price_minor.saturating_mul(item.quantity as i64)),
+                line_total: currency
+                    .format(item.unit_price_minor.saturating_mul(item.quantity as i64)),
             })
             .collect();
-        let now = now.replace_nanosecond(now.millisecond() as u32 * 1_000_000).unwrap_or(now);
+        let now = now
+            .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
+            .unwrap_or(now);
         Self {
             order_id: Uuid::now_v7(),
             customer_id: request.customer_id.clone(),
@@ -405,7 +476,11 @@ pub struct OrderCreated {
 
 impl OrderCreated {
     pub fn of(order: &Order, traceparent: Option<String>) -> Self {
-        Self { customer_id: order.customer_id.clone(), payload: order.to_json(), traceparent }
+        Self {
+            customer_id: order.customer_id.clone(),
+            payload: order.to_json(),
+            traceparent,
+        }
     }
 }
 
@@ -452,25 +527,52 @@ mod tests {
         })));
         assert_eq!(
             bad,
-            vec!["extra", "customerId", "currency", "items[0].sku", "items[0].quantity", "items[0].unitPrice", "items[1]"]
+            vec![
+                "extra",
+                "customerId",
+                "currency",
+                "items[0].sku",
+                "items[0].quantity",
+                "items[0].unitPrice",
+                "items[1]"
+            ]
         );
     }
 
     #[test]
     fn rejects_floats_negative_and_malformed_prices() {
-        for price in [json!(1.5), json!(-1), json!("-1.00"), json!("1,00"), json!("1."), json!(".5"), json!("1.234"), json!("1e3"), json!(true)] {
+        for price in [
+            json!(1.5),
+            json!(-1),
+            json!("-1.00"),
+            json!("1,00"),
+            json!("1."),
+            json!(".5"),
+            json!("1.234"),
+            json!("1e3"),
+            json!(true),
+        ] {
             let result = OrderRequest::parse(&json!({
                 "customerId": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": price}]
             }));
-            assert_eq!(fields(result), vec!["items[0].unitPrice"], "{price} was accepted");
+            assert_eq!(
+                fields(result),
+                vec!["items[0].unitPrice"],
+                "{price} was accepted"
+            );
         }
     }
 
     #[test]
     fn rejects_missing_and_empty() {
-        assert_eq!(fields(OrderRequest::parse(&json!({}))), vec!["customerId", "currency", "items"]);
         assert_eq!(
-            fields(OrderRequest::parse(&json!({"customerId": " ", "currency": "EUR", "items": []}))),
+            fields(OrderRequest::parse(&json!({}))),
+            vec!["customerId", "currency", "items"]
+        );
+        assert_eq!(
+            fields(OrderRequest::parse(
+                &json!({"customerId": " ", "currency": "EUR", "items": []})
+            )),
             vec!["customerId", "items"]
         );
         assert_eq!(fields(OrderRequest::parse(&json!([1]))), vec![""]);

@@ -22,7 +22,11 @@ pub struct EncodedEvent {
 
 impl EncodedEvent {
     pub fn new(position: StreamPosition, customer_id: &str, payload: &str) -> Self {
-        Self { position, customer_id: Arc::from(customer_id), frame: encode_event(position, ORDER_CREATED, payload) }
+        Self {
+            position,
+            customer_id: Arc::from(customer_id),
+            frame: encode_event(position, ORDER_CREATED, payload),
+        }
     }
 }
 
@@ -91,12 +95,19 @@ mod tests {
     #[test]
     fn frames_an_event_on_three_lines() {
         let frame = encode_event(StreamPosition::new(17, 2), ORDER_CREATED, r#"{"a":1}"#);
-        assert_eq!(&frame[..], b"id: 17-2\nevent: order-created\ndata: {\"a\":1}\n\n");
+        assert_eq!(
+            &frame[..],
+            b"id: 17-2\nevent: order-created\ndata: {\"a\":1}\n\n"
+        );
     }
 
     #[test]
     fn line_breaks_in_payload_cannot_start_fields() {
-        let frame = encode_event(StreamPosition::new(1, 0), ORDER_CREATED, "x\n\nevent: evil\r\ndata: y\rz");
+        let frame = encode_event(
+            StreamPosition::new(1, 0),
+            ORDER_CREATED,
+            "x\n\nevent: evil\r\ndata: y\rz",
+        );
         assert_eq!(
             std::str::from_utf8(&frame).unwrap(),
             "id: 1-0\nevent: order-created\ndata: x\ndata: \ndata: event: evil\ndata: data: y\ndata: z\n\n"

@@ -25,7 +25,9 @@ impl IdempotencyKey {
         let valid = !text.is_empty()
             && text.len() <= MAX_IDEMPOTENCY_KEY_LEN
             && text.bytes().all(|b| b.is_ascii_graphic());
-        valid.then(|| Self(text.to_owned())).ok_or(InvalidIdempotencyKey)
+        valid
+            .then(|| Self(text.to_owned()))
+            .ok_or(InvalidIdempotencyKey)
     }
 
     pub fn as_str(&self) -> &str {

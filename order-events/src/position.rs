@@ -21,7 +21,10 @@ impl StreamPosition {
     /// Before every event that can exist.
     pub const ZERO: StreamPosition = StreamPosition { ms: 0, seq: 0 };
     /// After every event that can exist.
-    pub const MAX: StreamPosition = StreamPosition { ms: u64::MAX, seq: u64::MAX };
+    pub const MAX: StreamPosition = StreamPosition {
+        ms: u64::MAX,
+        seq: u64::MAX,
+    };
 
     pub const fn new(ms: u64, seq: u64) -> Self {
         Self { ms, seq }
@@ -31,7 +34,10 @@ impl StreamPosition {
     /// it yields exactly the events created at or after `ms`.
     pub fn before_millis(ms: u64) -> Self {
         match ms.checked_sub(1) {
-            Some(prev) => Self { ms: prev, seq: u64::MAX },
+            Some(prev) => Self {
+                ms: prev,
+                seq: u64::MAX,
+            },
             None => Self::ZERO,
         }
     }
@@ -40,7 +46,10 @@ impl StreamPosition {
     pub fn successor(self) -> Self {
         match self.seq.checked_add(1) {
             Some(seq) => Self { ms: self.ms, seq },
-            None => Self { ms: self.ms.saturating_add(1), seq: 0 },
+            None => Self {
+                ms: self.ms.saturating_add(1),
+                seq: 0,
+            },
         }
     }
 
@@ -49,7 +58,8 @@ impl StreamPosition {
     pub fn parse(text: &str) -> Result<Self, InvalidPosition> {
         let invalid = || InvalidPosition(text.chars().take(64).collect());
         let (ms, seq) = text.split_once('-').ok_or_else(invalid)?;
-        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(ms) || !digits(seq) {
             return Err(invalid());
         }
@@ -127,8 +137,21 @@ mod tests {
     #[test]
     fn rejects_anything_else() {
         for bad in [
-            "", "-", "1", "1-", "-1", "1-2-3", " 1-2", "1-2 ", "a-1", "1-+2", "+1-2",
-            "99999999999999999999999-0", "1-99999999999999999999", "1.5-0", "１-2",
+            "",
+            "-",
+            "1",
+            "1-",
+            "-1",
+            "1-2-3",
+            " 1-2",
+            "1-2 ",
+            "a-1",
+            "1-+2",
+            "+1-2",
+            "99999999999999999999999-0",
+            "1-99999999999999999999",
+            "1.5-0",
+            "１-2",
         ] {
             assert!(StreamPosition::parse(bad).is_err(), "{bad:?} was accepted");
         }
@@ -138,7 +161,10 @@ mod tests {
     fn orders_by_millis_then_sequence() {
         assert!(StreamPosition::new(5, 9) < StreamPosition::new(6, 0));
         assert!(StreamPosition::new(6, 0) < StreamPosition::new(6, 1));
-        assert_eq!(StreamPosition::new(1, u64::MAX).successor(), StreamPosition::new(2, 0));
+        assert_eq!(
+            StreamPosition::new(1, u64::MAX).successor(),
+            StreamPosition::new(2, 0)
+        );
     }
 
     #[test]

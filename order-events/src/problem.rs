@@ -24,7 +24,14 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, kind: &'static str, title: &'static str) -> Self {
-        Self { kind, title, status: status.as_u16(), detail: None, errors: Vec::new(), retry_after_secs: None }
+        Self {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail: None,
+            errors: Vec::new(),
+            retry_after_secs: None,
+        }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -41,15 +48,33 @@ impl Problem {
     pub fn invalid_fields(errors: Vec<FieldError>) -> Self {
         let detail = errors
             .iter()
-            .map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{} {}", e.field, e.message) })
+            .map(|e| {
+                if e.field.is_empty() {
+                    e.message.clone()
+                } else {
+                    format!("{} {}", e.field, e.message)
+                }
+            })
             .collect::<Vec<_>>()
             .join("; ");
-        Self { errors, ..Self::new(StatusCode::BAD_REQUEST, "/problems/invalid-request", "The request is invalid") }
-            .detail(detail)
+        Self {
+            errors,
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-request",
+                "The request is invalid",
+            )
+        }
+        .detail(detail)
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "/problems/invalid-request", "The request is invalid").detail(detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "/problems/invalid-request",
+            "The request is invalid",
+        )
+        .detail(detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -57,9 +82,13 @@ impl Problem {
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service unavailable")
-            .detail(detail)
-            .retry_after(1)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/unavailable",
+            "Service unavailable",
+        )
+        .detail(detail)
+        .retry_after(1)
     }
 }
 
@@ -91,7 +120,10 @@ pub async fn problem_for_plain_errors(response: Response) -> Response {
     }
     let (kind, title) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ("/problems/too-large", "The request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("/problems/unsupported-media-type", "Unsupported content type"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "/problems/unsupported-media-type",
+            "Unsupported content type",
+        ),
         StatusCode::NOT_FOUND => ("/problems/not-found", "Not found"),
         StatusCode::METHOD_NOT_ALLOWED => ("/problems/method-not-allowed", "Method not allowed"),
         s if s.is_server_error() => ("/problems/internal", "Internal error"),
@@ -102,7 +134,9 @@ pub async fn problem_for_plain_errors(response: Response) -> Response {
     let detail = if status.is_server_error() {
         None
     } else {
-        let bytes = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes).trim().to_owned();
         (!text.is_empty()).then_some(text)
     };

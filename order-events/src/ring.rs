@@ -22,7 +22,11 @@ pub struct RingBounds {
 pub enum RingRead {
     /// `count` frames were appended to the output; the cursor moves to `last` (which may be past
     /// the last appended frame when a filter skipped events).
-    Events { count: usize, last: StreamPosition, first_ms: u64 },
+    Events {
+        count: usize,
+        last: StreamPosition,
+        first_ms: u64,
+    },
     /// Nothing after the cursor yet.
     UpToDate,
     /// Events after the cursor may have left the ring: read them from the log instead.
@@ -47,8 +51,14 @@ impl EventRing {
     pub fn new(bounds: RingBounds, start: StreamPosition) -> Self {
         let (newest, _) = watch::channel(start);
         Self {
-            window: RwLock::new(Window { events: VecDeque::with_capacity(bounds.capacity.min(4096)), floor: start }),
-            bounds: RingBounds { capacity: bounds.capacity.max(1), ..bounds },
+            window: RwLock::new(Window {
+                events: VecDeque::with_capacity(bounds.capacity.min(4096)),
+                floor: start,
+            }),
+            bounds: RingBounds {
+                capacity: bounds.capacity.max(1),
+                ..bounds
+            },
             newest,
         }
     }
@@ -83,7 +93,10 @@ impl EventRing {
     }
 
     fn evict(&self, window: &mut Window, now_ms: u64) {
-        let cutoff = self.bounds.max_age.map(|age| now_ms.saturating_sub(age.as_millis() as u64));
+        let cutoff = self
+            .bounds
+            .max_age
+            .map(|age| now_ms.saturating_sub(age.as_millis() as u64));
         while let Some(front) = window.events.front() {
             let too_many = window.events.len() > self.bounds.capacity;
             let too_old = cutoff.is_some_and(|cutoff| front.position.ms < cutoff);
@@ -138,16 +151,28 @@ impl EventRing {
                 out.push(event.frame.clone());
             }
         }
-        RingRead::Events { count, last, first_ms }
+        RingRead::Events {
+            count,
+            last,
+            first_ms,
+        }
     }
 
     /// Everything after `cursor` that is still held, for a backend whose ring is its whole log.
     /// Also tells whether events after `cursor` were evicted, and the eviction floor.
-    pub fn events_after(&self, cursor: StreamPosition, limit: usize) -> (Vec<EncodedEvent>, bool, StreamPosition) {
+    pub fn events_after(
+        &self,
+        cursor: StreamPosition,
+        limit: usize,
+    ) -> (Vec<EncodedEvent>, bool, StreamPosition) {
         let window = self.window.read();
         let lost = cursor < window.floor;
         let start = window.events.partition_point(|e| e.position <= cursor);
-        (window.events.range(start..).take(limit).cloned().collect(), lost, window.floor)
+        (
+            window.events.range(start..).take(limit).cloned().collect(),
+            lost,
+            window.floor,
+        )
     }
 
     /// Every event after this position is held.
@@ -187,7 +212,13 @@ mod tests {
     }
 
     fn ring(capacity: usize) -> EventRing {
-        EventRing::new(RingBounds { capacity, max_age: None }, StreamPosition::ZERO)
+        EventRing::new(
+            RingBounds {
+                capacity,
+                max_age: None,
+            },
+            StreamPosition::ZERO,
+        )
     }
 
     #[test]
@@ -195,11 +226,24 @@ mod tests {
         let ring = ring(3);
         ring.extend((1..=5).map(|ms| event(ms, "a")), 0);
         let mut out = Vec::new();
-        assert_eq!(ring.read_after(StreamPosition::new(1, 0), 10, usize::MAX, None, &mut out), RingRead::Behind);
+        assert_eq!(
+            ring.read_after(StreamPosition::new(1, 0), 10, usize::MAX, None, &mut out),
+            RingRead::Behind
+        );
         let read = ring.read_after(StreamPosition::new(2, 0), 10, usize::MAX, None, &mut out);
-        assert_eq!(read, RingRead::Events { count: 3, last: StreamPosition::new(5, 0), first_ms: 3 });
+        assert_eq!(
+            read,
+            RingRead::Events {
+                count: 3,
+                last: StreamPosition::new(5, 0),
+                first_ms: 3
+            }
+        );
         out.clear();
-        assert_eq!(ring.read_after(StreamPosition::new(5, 0), 10, usize::MAX, None, &mut out), RingRead::UpToDate);
+        assert_eq!(
+            ring.read_after(StreamPosition::new(5, 0), 10, usize::MAX, None, &mut out),
+            RingRead::UpToDate
+        );
     }
 
     #[test]
@@ -208,13 +252,29 @@ mod tests {
         ring.extend([event(1, "a"), event(2, "b"), event(3, "a")], 0);
         let mut out = Vec::new();
         let read = ring.read_after(StreamPosition::ZERO, 10, usize::MAX, Some("b"), &mut out);
-        assert_eq!(read, RingRead::Events { count: 1, last: StreamPosition::new(3, 0), first_ms: 2 });
+        assert_eq!(
+            read,
+            RingRead::Events {
+                count: 1,
+                last: StreamPosition::new(3, 0),
+                first_ms: 2
+            }
+        );
     }
 
     #[test]
     fn ignores_duplicates_and_evicts_by_age() {
-        let ring = EventRing::new(RingBounds { capacity: 10, max_age: Some(Duration::from_millis(100)) }, StreamPosition::ZERO);
-        assert_eq!(ring.extend([event(1000, "a"), event(1000, "a"), event(1050, "a")], 1060), 2);
+        let ring = EventRing::new(
+            RingBounds {
+                capacity: 10,
+                max_age: Some(Duration::from_millis(100)),
+            },
+            StreamPosition::ZERO,
+        );
+        assert_eq!(
+            ring.extend([event(1000, "a"), event(1000, "a"), event(1050, "a")], 1060),
+            2
+        );
         ring.evict_expired(1120);
         assert_eq!(ring.oldest(), Some(StreamPosition::new(1050, 0)));
         let (events, lost, _) = ring.events_after(StreamPosition::ZERO, 10);

@@ -16,7 +16,11 @@ use crate::shutdown::Lifecycle;
 /// Binds the listen address with `SO_REUSEADDR` and the configured accept backlog (the default
 /// of 128 drops connections when thousands of clients reconnect at once).
 pub fn bind(args: &ListenArgs) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(args.listen), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(args.listen),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&args.listen.into())?;
@@ -25,7 +29,12 @@ pub fn bind(args: &ListenArgs) -> io::Result<TcpListener> {
 }
 
 /// Serves `router` until `lifecycle` stops, then waits at most `grace` for open connections.
-pub async fn serve(listener: TcpListener, router: Router, lifecycle: Lifecycle, grace: Duration) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    lifecycle: Lifecycle,
+    grace: Duration,
+) -> io::Result<()> {
     let stop = lifecycle.stop_token();
     // Small SSE frames must leave at once rather than wait for Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
@@ -33,8 +42,11 @@ pub async fn serve(listener: TcpListener, router: Router, lifecycle: Lifecycle, 
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { stop.cancelled().await });
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await });
     let stopped = lifecycle.stop_token();
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
@@ -44,7 +56,10 @@ pub async fn serve(listener: TcpListener, router: Router, lifecycle: Lifecycle, 
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result,
         Err(_) => {
-            tracing::warn!(?grace, "connections still open after the shutdown grace; exiting anyway");
+            tracing::warn!(
+                ?grace,
+                "connections still open after the shutdown grace; exiting anyway"
+            );
             Ok(())
         }
     }

@@ -27,14 +27,24 @@ impl Drop for TelemetryGuard {
 }
 
 pub fn init(args: &TelemetryArgs, default_service: &str) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_new(&args.log_filter)
-        .map_err(|e| anyhow::anyhow!("--log-filter/RUST_LOG `{}` is invalid: {e}", args.log_filter))?;
+    let filter = EnvFilter::try_new(&args.log_filter).map_err(|e| {
+        anyhow::anyhow!(
+            "--log-filter/RUST_LOG `{}` is invalid: {e}",
+            args.log_filter
+        )
+    })?;
     let fmt = match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let service = args.service_name.clone().unwrap_or_else(|| default_service.to_owned());
+    let service = args
+        .service_name
+        .clone()
+        .unwrap_or_else(|| default_service.to_owned());
     let provider = match &args.otlp_endpoint {
         None => None,
         Some(endpoint) => {
@@ -44,13 +54,22 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> anyhow::Result<Telem
                 .with_endpoint(endpoint)
                 .build()
                 .map_err(|e| anyhow::anyhow!("--otlp-endpoint `{endpoint}`: {e}"))?;
-            let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.clone()).build();
-            Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(service.clone())
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
         }
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.clone())).boxed());
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service.clone()))
+            .boxed()
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -66,14 +85,24 @@ pub fn current_traceparent(incoming: Option<&str>) -> Option<String> {
     let context = tracing::Span::current().context();
     let mut carrier = std::collections::HashMap::new();
     TraceContextPropagator::new().inject_context(&context, &mut carrier);
-    carrier.remove("traceparent").or_else(|| incoming.filter(|v| is_traceparent(v)).map(str::to_owned))
+    carrier
+        .remove("traceparent")
+        .or_else(|| incoming.filter(|v| is_traceparent(v)).map(str::to_owned))
 }
 
 /// `00-<32 hex>-<16 hex>-<2 hex>`.
 pub fn is_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2)
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
 }
 
 /// The context of a parent `traceparent`, for linking a delivery span to the request that

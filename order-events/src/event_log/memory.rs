@@ -33,7 +33,10 @@ impl MemoryLog {
     /// A log whose ids come from `now_ms` (tests use a clock that steps backwards).
     pub fn with_clock(capacity: usize, max_age: Option<Duration>, now_ms: fn() -> u64) -> Self {
         Self {
-            ring: Arc::new(EventRing::new(RingBounds { capacity, max_age }, StreamPosition::ZERO)),
+            ring: Arc::new(EventRing::new(
+                RingBounds { capacity, max_age },
+                StreamPosition::ZERO,
+            )),
             clock: Mutex::new(PositionClock::default()),
             now_ms,
         }
@@ -68,11 +71,19 @@ impl EventLog for MemoryLog {
 
     async fn read_after(&self, after: StreamPosition, limit: usize) -> Result<LogPage, LogError> {
         let (events, lost, floor) = self.ring.events_after(after, limit);
-        let lost = lost.then(|| Lost { oldest: events.first().map(|e| e.position).or(self.ring.oldest()), through: floor });
+        let lost = lost.then(|| Lost {
+            oldest: events.first().map(|e| e.position).or(self.ring.oldest()),
+            through: floor,
+        });
         Ok(LogPage { events, lost })
     }
 
-    async fn follow(&self, after: StreamPosition, limit: usize, wait: Duration) -> Result<LogPage, LogError> {
+    async fn follow(
+        &self,
+        after: StreamPosition,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<LogPage, LogError> {
         let mut changes = self.ring.subscribe();
         let page = self.read_after(after, limit).await?;
         if !page.events.is_empty() || page.lost.is_some() {
@@ -106,7 +117,11 @@ mod tests {
     #[tokio::test]
     async fn ids_stay_monotonic_when_the_clock_steps_back() {
         let log = MemoryLog::with_clock(100, None, || CLOCK.load(Ordering::SeqCst));
-        let event = OrderCreated { customer_id: "c".into(), payload: "{}".into(), traceparent: None };
+        let event = OrderCreated {
+            customer_id: "c".into(),
+            payload: "{}".into(),
+            traceparent: None,
+        };
         let a = log.append(event.clone()).await.unwrap();
         CLOCK.store(5_000, Ordering::SeqCst);
         let b = log.append(event.clone()).await.unwrap();

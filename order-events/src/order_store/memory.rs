@@ -31,7 +31,11 @@ struct State {
 impl MemoryOrderStore {
     /// Keeps at most `capacity` orders (and their idempotency keys), forgetting the oldest.
     pub fn new(log: Arc<MemoryLog>, capacity: usize) -> Self {
-        Self { log, state: Mutex::new(State::default()), capacity: capacity.max(1) }
+        Self {
+            log,
+            state: Mutex::new(State::default()),
+            capacity: capacity.max(1),
+        }
     }
 }
 
@@ -51,12 +55,17 @@ impl OrderStore for MemoryOrderStore {
             }
         }
         let event = self.log.append_now(&new.event);
-        let created = CreatedOrder { order: new.order, event_id: event.position };
+        let created = CreatedOrder {
+            order: new.order,
+            event_id: event.position,
+        };
         let id = created.order.order_id;
         state.orders.insert(id, created.clone());
         state.order_ids.push_back(id);
         if let Some((key, fingerprint)) = new.idempotency {
-            state.keys.insert(key.as_str().to_owned(), (fingerprint, id));
+            state
+                .keys
+                .insert(key.as_str().to_owned(), (fingerprint, id));
             state.key_of.insert(id, key.as_str().to_owned());
         }
         while state.order_ids.len() > self.capacity {
