@@ -11,6 +11,7 @@
 //! - [`config`]: flag groups both binaries flatten into their clap config.
 //! - [`metrics`], [`telemetry`]: Prometheus registry, tracing and OpenTelemetry export.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics middleware.
+//! - `testing` (feature `testing`): a private `redis-server` per test.
 //! - [`server`], [`shutdown`]: binding, serving HTTP/1.1 and h2c, and draining on a signal.
 #![forbid(unsafe_code)]
 
@@ -27,5 +28,7 @@ pub mod ring;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use position::StreamPosition;

@@ -219,7 +219,7 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
             Ok(0) | Err(_) => None,
             Ok(n) => {
                 buffer.truncate(n);
-                Some((Ok(bytes::Bytes::from(buffer)), socket))
+                Some((Ok(axum::body::Bytes::from(buffer)), socket))
             }
         }
     });

@@ -162,3 +162,30 @@ async fn connections_beyond_the_limit_get_503_with_retry_after() {
         "application/problem+json"
     );
 }
+
+#[tokio::test]
+async fn streams_work_over_cleartext_http2_many_on_one_connection() {
+    let app = spawn_app(&["--replay-window", "0s"]).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        let response = h2.get(app.url("/api/order/stream")).send().await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        use futures_util::StreamExt;
+        streams.push(crate::helpers::SseClient::new(
+            response
+                .bytes_stream()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .boxed(),
+        ));
+    }
+    let created = app.create_order(&order_body("h2", "H2")).await;
+    for stream in &mut streams {
+        let events = stream.collect_orders(1, Duration::from_secs(5)).await;
+        assert_eq!(events[0].1, order_of(&created));
+    }
+}

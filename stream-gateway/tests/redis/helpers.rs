@@ -1,0 +1,187 @@
+//! Running the production shape in a test: a private Redis, an in-process order-api, and
+//! stream-gateway child processes that can be killed like a pod.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::StreamExt;
+use order_events::shutdown::Lifecycle;
+pub use order_events::testing::{RedisServer, Sse, SseClient};
+use serde_json::{Value, json};
+
+/// A stream-gateway process.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts `stream-gateway --redis-url <url> --listen 127.0.0.1:0 <args>` and waits for the
+    /// line that says where it listens.
+    pub fn spawn(redis_url: &str, args: &[&str]) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stream-gateway"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--redis-url",
+                redis_url,
+                "--log-format",
+                "json",
+            ])
+            .args([
+                "--drain-delay",
+                "0s",
+                "--shutdown-grace",
+                "2s",
+                "--reconnect-delay",
+                "100ms",
+            ])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("stream-gateway starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (found, address) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(sender) = &found {
+                    if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                        if let Some(addr) = entry["fields"]["address"].as_str() {
+                            let _ = sender.send(addr.parse::<SocketAddr>().expect("address"));
+                            found = None;
+                        }
+                    }
+                }
+                if std::env::var_os("GATEWAY_LOGS").is_some() {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        let addr = address
+            .recv_timeout(Duration::from_secs(20))
+            .expect("stream-gateway reports its address");
+        Gateway { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGKILL: the process dies with its connections, as a crashed pod would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An in-process order-api on port 0.
+pub struct OrderApi {
+    pub addr: SocketAddr,
+    pub lifecycle: Lifecycle,
+}
+
+impl OrderApi {
+    pub async fn spawn(redis_url: &str, args: &[&str]) -> OrderApi {
+        let mut argv = vec![
+            "order-api",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            redis_url,
+            "--drain-delay",
+            "0s",
+        ];
+        argv.extend_from_slice(args);
+        let config = order_api::Config::try_parse_from(argv).expect("order-api configuration");
+        let lifecycle = Lifecycle::new();
+        let app = order_api::Application::build(&config, lifecycle.clone())
+            .await
+            .expect("order-api builds");
+        let addr = app.local_addr().expect("address");
+        tokio::spawn(app.run_until_stopped());
+        OrderApi { addr, lifecycle }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for OrderApi {
+    fn drop(&mut self) {
+        self.lifecycle.stop();
+    }
+}
+
+pub fn order_body(customer: &str, sku: &str) -> Value {
+    json!({"customerId": customer, "currency": "EUR", "items": [{"sku": sku, "quantity": 1, "unitPrice": "9.99"}]})
+}
+
+/// The POST response without `eventId`: exactly what the event's data must be.
+pub fn order_of(created: &Value) -> Value {
+    let mut order = created.clone();
+    order.as_object_mut().expect("object").remove("eventId");
+    order
+}
+
+/// Opens `url` as an SSE stream, optionally resuming after `last_event_id`.
+pub async fn open_stream(
+    client: &reqwest::Client,
+    url: &str,
+    last_event_id: Option<&str>,
+) -> SseClient {
+    let mut request = client.get(url);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.send().await.expect("GET stream");
+    assert_eq!(response.status(), 200, "GET {url}");
+    SseClient::new(
+        response
+            .bytes_stream()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .boxed(),
+    )
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until a gateway reports ready (its tail reader follows the stream).
+pub async fn wait_ready(client: &reqwest::Client, gateway: &Gateway) {
+    let url = gateway.url("/readyz");
+    eventually(Duration::from_secs(20), "gateway ready", || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
