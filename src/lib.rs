@@ -17,7 +17,7 @@ use order_api::app::{StoreReady, order_store};
 use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs};
 use order_events::event_log::memory::MemoryLog;
 use order_events::ops::{AllReady, finish_router};
-use order_events::server;
+use order_events::server::{self, Interceptor};
 use order_events::shutdown::Lifecycle;
 use stream_gateway::GatewayArgs;
 use stream_gateway::app::{FeedReady, build_feed, gateway_router};
@@ -47,6 +47,7 @@ pub struct Config {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    fast_path: Arc<dyn Interceptor>,
     lifecycle: Lifecycle,
     grace: Duration,
 }
@@ -60,21 +61,20 @@ impl Application {
             ))
         });
         let store = order_store(&config.store, &config.api, memory_log.clone()).await?;
-        let feed =
-            Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle).await?);
+        let feed = Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle).await?);
         let api = order_api::router(order_api::ApiState {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
         });
-        let gateway = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
+        let (gateway, fast_path) = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
         let readiness = AllReady(vec![Arc::new(StoreReady(store)), Arc::new(FeedReady(feed))]);
         let router = finish_router(api.merge(gateway), Arc::new(readiness), lifecycle.clone());
-        let listener = server::bind(&config.listen).map_err(|e| {
-            anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen)
-        })?;
+        let listener = server::bind(&config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
         Ok(Self {
             listener,
             router,
+            fast_path,
             lifecycle,
             grace: config.shutdown.shutdown_grace,
         })
@@ -85,6 +85,13 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        server::serve(self.listener, self.router, self.lifecycle, self.grace).await
+        server::serve_with(
+            self.listener,
+            self.router,
+            Some(self.fast_path),
+            self.lifecycle,
+            self.grace,
+        )
+        .await
     }
 }

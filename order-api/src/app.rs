@@ -46,16 +46,9 @@ pub async fn order_store(
     match &store.redis_url {
         Some(url) => crate::redis::connect(url, store, api).await,
         None => {
-            let log = memory_log.unwrap_or_else(|| {
-                Arc::new(MemoryLog::new(
-                    store.log_capacity as usize,
-                    store.log_max_age(),
-                ))
-            });
-            Ok(Arc::new(MemoryOrderStore::new(
-                log,
-                api.order_capacity as usize,
-            )))
+            let log = memory_log
+                .unwrap_or_else(|| Arc::new(MemoryLog::new(store.log_capacity as usize, store.log_max_age())));
+            Ok(Arc::new(MemoryOrderStore::new(log, api.order_capacity as usize)))
         }
     }
 }
@@ -67,14 +60,9 @@ impl Application {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
         };
-        let router = finish_router(
-            router(state),
-            Arc::new(StoreReady(store)),
-            lifecycle.clone(),
-        );
-        let listener = server::bind(&config.listen).map_err(|e| {
-            anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen)
-        })?;
+        let router = finish_router(router(state), Arc::new(StoreReady(store)), lifecycle.clone());
+        let listener = server::bind(&config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
         Ok(Self {
             listener,
             router,

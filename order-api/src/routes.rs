@@ -10,9 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use order_events::domain::{Order, OrderCreated, OrderRequest};
 use order_events::metrics::Metrics;
-use order_events::order_store::{
-    CreateOutcome, IdempotencyKey, NewOrder, OrderStore, StoreError, request_fingerprint,
-};
+use order_events::order_store::{CreateOutcome, IdempotencyKey, NewOrder, OrderStore, StoreError, request_fingerprint};
 use order_events::problem::Problem;
 use order_events::telemetry::current_traceparent;
 use time::OffsetDateTime;
@@ -34,20 +32,11 @@ pub fn router(state: ApiState) -> Router {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn store_failure(error: StoreError) -> Response {
@@ -61,8 +50,7 @@ fn store_failure(error: StoreError) -> Response {
         .into_response(),
         StoreError::Unavailable(_) | StoreError::Timeout => {
             tracing::warn!(%error, "order store unavailable");
-            Problem::unavailable("the order store is unavailable; nothing was stored, retry later")
-                .into_response()
+            Problem::unavailable("the order store is unavailable; nothing was stored, retry later").into_response()
         }
         StoreError::Malformed(_) => {
             tracing::error!(%error, "order store returned malformed data");
@@ -90,8 +78,7 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
     let json: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(json) => json,
         Err(error) => {
-            return Problem::bad_request(format!("the body is not valid JSON: {error}"))
-                .into_response();
+            return Problem::bad_request(format!("the body is not valid JSON: {error}")).into_response();
         }
     };
     let request = match OrderRequest::parse(&json) {
@@ -105,10 +92,7 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
         None => None,
         Some(Ok(Ok(key))) => Some((key, request_fingerprint(&request))),
         Some(_) => {
-            return Problem::bad_request(
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            )
-            .into_response();
+            return Problem::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters").into_response();
         }
     };
     let incoming_traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());

@@ -10,8 +10,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration such as 10s or 300ms: {e}"))
+    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration such as 10s or 300ms: {e}"))
 }
 
 #[derive(Args, Debug, Clone)]

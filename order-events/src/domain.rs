@@ -227,10 +227,7 @@ impl OrderRequest {
             Some(Value::String(s)) => {
                 let parsed = Currency::parse(s);
                 if parsed.is_none() {
-                    errors.push(FieldError::new(
-                        "currency",
-                        "must be an ISO 4217 code such as \"EUR\"",
-                    ));
+                    errors.push(FieldError::new("currency", "must be an ISO 4217 code such as \"EUR\""));
                 }
                 parsed
             }
@@ -268,10 +265,7 @@ impl OrderRequest {
                     items,
                 };
                 if request.total_minor().is_none() {
-                    return Err(vec![FieldError::new(
-                        "items",
-                        "the order total is too large",
-                    )]);
+                    return Err(vec![FieldError::new("items", "the order total is too large")]);
                 }
                 Ok(request)
             }
@@ -296,10 +290,7 @@ fn parse_item(
 ) -> Option<LineItem> {
     let field = |name: &str| format!("items[{index}].{name}");
     let Some(object) = item.as_object() else {
-        errors.push(FieldError::new(
-            format!("items[{index}]"),
-            "must be an object",
-        ));
+        errors.push(FieldError::new(format!("items[{index}]"), "must be an object"));
         return None;
     };
     let before = errors.len();
@@ -312,8 +303,7 @@ fn parse_item(
         Some(Value::String(s))
             if !s.is_empty()
                 && s.len() <= MAX_SKU_CHARS
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
         {
             Some(s.clone())
         }
@@ -324,9 +314,7 @@ fn parse_item(
         Some(_) => {
             errors.push(FieldError::new(
                 field("sku"),
-                format!(
-                    "must be 1 to {MAX_SKU_CHARS} characters of A-Z, a-z, 0-9, '-', '_', '.', ':'"
-                ),
+                format!("must be 1 to {MAX_SKU_CHARS} characters of A-Z, a-z, 0-9, '-', '_', '.', ':'"),
             ));
             None
         }
@@ -357,9 +345,7 @@ fn parse_item(
             None
         }
         (Some(Value::Number(n)), _) => match n.as_i64() {
-            Some(minor) if (0..=MAX_UNIT_PRICE_MINOR).contains(&minor) && !n.is_f64() => {
-                Some(minor)
-            }
+            Some(minor) if (0..=MAX_UNIT_PRICE_MINOR).contains(&minor) && !n.is_f64() => Some(minor),
             _ => {
                 errors.push(FieldError::new(
                     field("unitPrice"),
@@ -433,8 +419,7 @@ impl Order {
                 quantity: item.quantity,
                 unit_price: currency.format(item.unit_price_minor),
                 // Bounded by MAX_UNIT_PRICE_MINOR × MAX_QUANTITY, far below i64::MAX.
-                line_total: currency
-                    .format(item.unit_price_minor.saturating_mul(item.quantity as i64)),
+                line_total: currency.format(item.unit_price_minor.saturating_mul(item.quantity as i64)),
             })
             .collect();
         let now = now
@@ -555,11 +540,7 @@ mod tests {
             let result = OrderRequest::parse(&json!({
                 "customerId": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": price}]
             }));
-            assert_eq!(
-                fields(result),
-                vec!["items[0].unitPrice"],
-                "{price} was accepted"
-            );
+            assert_eq!(fields(result), vec!["items[0].unitPrice"], "{price} was accepted");
         }
     }
 

@@ -50,12 +50,7 @@ pub trait EventLog: Send + Sync + 'static {
     async fn read_after(&self, after: StreamPosition, limit: usize) -> Result<LogPage, LogError>;
 
     /// Like `read_after`, but waits up to `wait` for the first event when none is there yet.
-    async fn follow(
-        &self,
-        after: StreamPosition,
-        limit: usize,
-        wait: Duration,
-    ) -> Result<LogPage, LogError>;
+    async fn follow(&self, after: StreamPosition, limit: usize, wait: Duration) -> Result<LogPage, LogError>;
 
     /// The newest position in the log (`StreamPosition::ZERO` when it is empty).
     async fn last_position(&self) -> Result<StreamPosition, LogError>;

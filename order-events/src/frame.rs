@@ -95,10 +95,7 @@ mod tests {
     #[test]
     fn frames_an_event_on_three_lines() {
         let frame = encode_event(StreamPosition::new(17, 2), ORDER_CREATED, r#"{"a":1}"#);
-        assert_eq!(
-            &frame[..],
-            b"id: 17-2\nevent: order-created\ndata: {\"a\":1}\n\n"
-        );
+        assert_eq!(&frame[..], b"id: 17-2\nevent: order-created\ndata: {\"a\":1}\n\n");
     }
 
     #[test]

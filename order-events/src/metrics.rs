@@ -3,8 +3,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Every metric of the process, registered once in one registry.
@@ -41,27 +40,19 @@ impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
         let latency_buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ];
         // Metric definitions are constants; they can only fail on a programming error.
         #[allow(clippy::unwrap_used)]
         let metrics = Self {
-            sse_connections: IntGauge::new(name("sse_connections"), "Open SSE connections")
-                .unwrap(),
+            sse_connections: IntGauge::new(name("sse_connections"), "Open SSE connections").unwrap(),
             sse_connections_total: IntCounterVec::new(
-                Opts::new(
-                    name("sse_connections_total"),
-                    "SSE connection attempts by outcome",
-                ),
+                Opts::new(name("sse_connections_total"), "SSE connection attempts by outcome"),
                 &["outcome"],
             )
             .unwrap(),
-            events_delivered: IntCounter::new(
-                name("events_delivered_total"),
-                "Events written to SSE connections",
-            )
-            .unwrap(),
+            events_delivered: IntCounter::new(name("events_delivered_total"), "Events written to SSE connections")
+                .unwrap(),
             delivery_lag: Histogram::with_opts(
                 HistogramOpts::new(
                     name("delivery_lag_seconds"),
@@ -75,13 +66,8 @@ impl Metrics {
                 "Reads from the log by cursors behind the ring",
             )
             .unwrap(),
-            resets: IntCounter::new(
-                name("resets_total"),
-                "Reset events sent to cursors behind retention",
-            )
-            .unwrap(),
-            orders_created: IntCounter::new(name("orders_created_total"), "Orders created")
-                .unwrap(),
+            resets: IntCounter::new(name("resets_total"), "Reset events sent to cursors behind retention").unwrap(),
+            orders_created: IntCounter::new(name("orders_created_total"), "Orders created").unwrap(),
             redis_errors: IntCounterVec::new(
                 Opts::new(name("redis_errors_total"), "Failed Redis operations"),
                 &["op"],
@@ -94,10 +80,7 @@ impl Metrics {
             )
             .unwrap(),
             http_requests: IntCounterVec::new(
-                Opts::new(
-                    name("http_requests_total"),
-                    "HTTP requests by route and status",
-                ),
+                Opts::new(name("http_requests_total"), "HTTP requests by route and status"),
                 &["method", "route", "status"],
             )
             .unwrap(),
@@ -110,11 +93,8 @@ impl Metrics {
                 &["method", "route"],
             )
             .unwrap(),
-            event_log_retained: IntGauge::new(
-                name("event_log_retained_events"),
-                "Events held in this process' ring",
-            )
-            .unwrap(),
+            event_log_retained: IntGauge::new(name("event_log_retained_events"), "Events held in this process' ring")
+                .unwrap(),
             ready: IntGauge::new(name("ready"), "1 when the process reports ready").unwrap(),
             registry,
         };
@@ -152,12 +132,7 @@ impl Metrics {
     }
 
     /// Times one Redis operation and counts its failure.
-    pub fn observe_redis<T, E>(
-        &self,
-        op: &str,
-        started: std::time::Instant,
-        result: &Result<T, E>,
-    ) {
+    pub fn observe_redis<T, E>(&self, op: &str, started: std::time::Instant, result: &Result<T, E>) {
         self.redis_command_seconds
             .with_label_values(&[op])
             .observe(started.elapsed().as_secs_f64());

@@ -45,19 +45,11 @@ pub fn ops_router(readiness: Arc<dyn ReadinessCheck>, lifecycle: Lifecycle) -> R
     Router::new()
         .route(
             "/healthz",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    "{\"status\":\"ok\"}",
-                )
-            }),
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}") }),
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(OpsState {
-            readiness,
-            lifecycle,
-        })
+        .with_state(OpsState { readiness, lifecycle })
 }
 
 async fn readyz(State(state): State<OpsState>) -> Response {
@@ -69,11 +61,7 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     match state.readiness.check().await {
         Ok(()) => {
             metrics.ready.set(1);
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                "{\"status\":\"ready\"}",
-            )
-                .into_response()
+            ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ready\"}").into_response()
         }
         Err(reason) => {
             metrics.ready.set(0);
@@ -118,17 +106,11 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 
 /// Adds the operational routes and the layers every service shares: HTTP metrics, one problem
 /// body for every error, a 404 problem for unknown paths, and panics turned into 500s.
-pub fn finish_router(
-    router: Router,
-    readiness: Arc<dyn ReadinessCheck>,
-    lifecycle: Lifecycle,
-) -> Router {
+pub fn finish_router(router: Router, readiness: Arc<dyn ReadinessCheck>, lifecycle: Lifecycle) -> Router {
     router
         .merge(ops_router(readiness, lifecycle))
         .fallback(|| async { Problem::not_found("no such route").into_response() })
-        .layer(axum::middleware::map_response(
-            crate::problem::problem_for_plain_errors,
-        ))
+        .layer(axum::middleware::map_response(crate::problem::problem_for_plain_errors))
         .layer(axum::middleware::from_fn(track_http))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             Problem::new(

@@ -22,12 +22,9 @@ pub struct InvalidIdempotencyKey;
 
 impl IdempotencyKey {
     pub fn parse(text: &str) -> Result<Self, InvalidIdempotencyKey> {
-        let valid = !text.is_empty()
-            && text.len() <= MAX_IDEMPOTENCY_KEY_LEN
-            && text.bytes().all(|b| b.is_ascii_graphic());
-        valid
-            .then(|| Self(text.to_owned()))
-            .ok_or(InvalidIdempotencyKey)
+        let valid =
+            !text.is_empty() && text.len() <= MAX_IDEMPOTENCY_KEY_LEN && text.bytes().all(|b| b.is_ascii_graphic());
+        valid.then(|| Self(text.to_owned())).ok_or(InvalidIdempotencyKey)
     }
 
     pub fn as_str(&self) -> &str {

@@ -58,8 +58,7 @@ impl StreamPosition {
     pub fn parse(text: &str) -> Result<Self, InvalidPosition> {
         let invalid = || InvalidPosition(text.chars().take(64).collect());
         let (ms, seq) = text.split_once('-').ok_or_else(invalid)?;
-        let digits =
-            |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(ms) || !digits(seq) {
             return Err(invalid());
         }
@@ -161,10 +160,7 @@ mod tests {
     fn orders_by_millis_then_sequence() {
         assert!(StreamPosition::new(5, 9) < StreamPosition::new(6, 0));
         assert!(StreamPosition::new(6, 0) < StreamPosition::new(6, 1));
-        assert_eq!(
-            StreamPosition::new(1, u64::MAX).successor(),
-            StreamPosition::new(2, 0)
-        );
+        assert_eq!(StreamPosition::new(1, u64::MAX).successor(), StreamPosition::new(2, 0));
     }
 
     #[test]

@@ -120,10 +120,7 @@ pub async fn problem_for_plain_errors(response: Response) -> Response {
     }
     let (kind, title) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ("/problems/too-large", "The request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "/problems/unsupported-media-type",
-            "Unsupported content type",
-        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("/problems/unsupported-media-type", "Unsupported content type"),
         StatusCode::NOT_FOUND => ("/problems/not-found", "Not found"),
         StatusCode::METHOD_NOT_ALLOWED => ("/problems/method-not-allowed", "Method not allowed"),
         s if s.is_server_error() => ("/problems/internal", "Internal error"),

@@ -151,20 +151,12 @@ impl EventRing {
                 out.push(event.frame.clone());
             }
         }
-        RingRead::Events {
-            count,
-            last,
-            first_ms,
-        }
+        RingRead::Events { count, last, first_ms }
     }
 
     /// Everything after `cursor` that is still held, for a backend whose ring is its whole log.
     /// Also tells whether events after `cursor` were evicted, and the eviction floor.
-    pub fn events_after(
-        &self,
-        cursor: StreamPosition,
-        limit: usize,
-    ) -> (Vec<EncodedEvent>, bool, StreamPosition) {
+    pub fn events_after(&self, cursor: StreamPosition, limit: usize) -> (Vec<EncodedEvent>, bool, StreamPosition) {
         let window = self.window.read();
         let lost = cursor < window.floor;
         let start = window.events.partition_point(|e| e.position <= cursor);

@@ -27,24 +27,14 @@ impl Drop for TelemetryGuard {
 }
 
 pub fn init(args: &TelemetryArgs, default_service: &str) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_new(&args.log_filter).map_err(|e| {
-        anyhow::anyhow!(
-            "--log-filter/RUST_LOG `{}` is invalid: {e}",
-            args.log_filter
-        )
-    })?;
+    let filter = EnvFilter::try_new(&args.log_filter)
+        .map_err(|e| anyhow::anyhow!("--log-filter/RUST_LOG `{}` is invalid: {e}", args.log_filter))?;
     let fmt = match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let service = args
-        .service_name
-        .clone()
-        .unwrap_or_else(|| default_service.to_owned());
+    let service = args.service_name.clone().unwrap_or_else(|| default_service.to_owned());
     let provider = match &args.otlp_endpoint {
         None => None,
         Some(endpoint) => {
@@ -93,16 +83,8 @@ pub fn current_traceparent(incoming: Option<&str>) -> Option<String> {
 /// `00-<32 hex>-<16 hex>-<2 hex>`.
 pub fn is_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    parts.len() == 4
-        && hex(parts[0], 2)
-        && hex(parts[1], 32)
-        && hex(parts[2], 16)
-        && hex(parts[3], 2)
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2)
 }
 
 /// The context of a parent `traceparent`, for linking a delivery span to the request that

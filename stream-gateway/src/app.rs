@@ -12,13 +12,14 @@ use order_events::config::{EventStoreArgs, ShutdownArgs};
 use order_events::event_log::EventLog;
 use order_events::event_log::memory::MemoryLog;
 use order_events::ops::{ReadinessCheck, finish_router};
-use order_events::server;
+use order_events::server::{self, Interceptor};
 use order_events::shutdown::Lifecycle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, DeliveryMode, GatewayArgs};
 use crate::delivery::DeliverySettings;
+use crate::fast_path::SseFastPath;
 use crate::feed::Feed;
 use crate::routes::{GatewayState, router};
 
@@ -28,11 +29,7 @@ pub struct FeedReady(pub Arc<Feed>);
 #[async_trait]
 impl ReadinessCheck for FeedReady {
     async fn check(&self) -> Result<(), String> {
-        self.0
-            .log()
-            .check_ready()
-            .await
-            .map_err(|e| e.to_string())?;
+        self.0.log().check_ready().await.map_err(|e| e.to_string())?;
         if !self.0.is_following() {
             return Err("the tail reader has not reached the end of the log yet".into());
         }
@@ -66,12 +63,8 @@ pub async fn build_feed(
     lifecycle: &Lifecycle,
 ) -> anyhow::Result<Feed> {
     let Some(url) = &store.redis_url else {
-        let log = memory_log.unwrap_or_else(|| {
-            Arc::new(MemoryLog::new(
-                store.log_capacity as usize,
-                store.log_max_age(),
-            ))
-        });
+        let log =
+            memory_log.unwrap_or_else(|| Arc::new(MemoryLog::new(store.log_capacity as usize, store.log_max_age())));
         spawn_memory_sweeper(log.clone(), lifecycle);
         return Ok(Feed::memory(log));
     };
@@ -86,13 +79,14 @@ pub async fn build_feed(
     })
 }
 
-/// The gateway's routes over `feed`.
+/// The gateway's routes over `feed`, and the fast path that serves the same stream to HTTP/1.1
+/// clients straight on the socket.
 pub fn gateway_router(
     feed: Arc<Feed>,
     gateway: &GatewayArgs,
     shutdown: &ShutdownArgs,
     lifecycle: &Lifecycle,
-) -> Router {
+) -> (Router, Arc<dyn Interceptor>) {
     let settings = DeliverySettings {
         heartbeat: gateway.heartbeat_interval,
         reconnect_delay: gateway.reconnect_delay,
@@ -100,18 +94,20 @@ pub fn gateway_router(
         close_spread: (shutdown.shutdown_grace / 2).min(Duration::from_secs(10)),
         catchup_page: gateway.catchup_page as usize,
     };
-    router(GatewayState {
+    let state = GatewayState {
         feed,
         settings: Arc::new(settings),
         replay_window: gateway.replay_window,
         connections: Arc::new(Semaphore::new(gateway.max_connections as usize)),
         stop: lifecycle.stop_token(),
-    })
+    };
+    (router(state.clone()), Arc::new(SseFastPath { state }))
 }
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    fast_path: Arc<dyn Interceptor>,
     lifecycle: Lifecycle,
     grace: Duration,
 }
@@ -119,14 +115,14 @@ pub struct Application {
 impl Application {
     pub async fn build(config: &Config, lifecycle: Lifecycle) -> anyhow::Result<Self> {
         let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle).await?);
-        let routes = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
+        let (routes, fast_path) = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
         let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone());
-        let listener = server::bind(&config.listen).map_err(|e| {
-            anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen)
-        })?;
+        let listener = server::bind(&config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
         Ok(Self {
             listener,
             router,
+            fast_path,
             lifecycle,
             grace: config.shutdown.shutdown_grace,
         })
@@ -137,6 +133,13 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        server::serve(self.listener, self.router, self.lifecycle, self.grace).await
+        server::serve_with(
+            self.listener,
+            self.router,
+            Some(self.fast_path),
+            self.lifecycle,
+            self.grace,
+        )
+        .await
     }
 }

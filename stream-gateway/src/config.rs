@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
-use order_events::config::{
-    EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs, parse_duration,
-};
+use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs, parse_duration};
 
 #[derive(Parser, Debug, Clone)]
 #[command(

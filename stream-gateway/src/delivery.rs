@@ -103,16 +103,15 @@ impl Delivery {
     }
 
     /// The response body as a stream of chunks; it ends when the server shuts down.
-    pub fn into_stream(
-        self,
-    ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
         futures_util::stream::unfold(self, |mut delivery| async move {
             let chunk = delivery.next_chunk().await?;
             Some((Ok(chunk), delivery))
         })
     }
 
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The next bytes to write; `None` once the stream has ended.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
         if self.closed {
             return None;
         }
@@ -203,11 +202,7 @@ impl Delivery {
                     &mut self.batch,
                 );
                 match read {
-                    RingRead::Events {
-                        count,
-                        last,
-                        first_ms,
-                    } => {
+                    RingRead::Events { count, last, first_ms } => {
                         self.cursor = last;
                         if count == 0 {
                             return Ok(Step::Again);
@@ -218,15 +213,10 @@ impl Delivery {
                     RingRead::UpToDate => Ok(Step::Idle),
                     RingRead::Behind => {
                         Metrics::global().catchup_reads.inc();
-                        let page = log
-                            .read_after(self.cursor, self.settings.catchup_page)
-                            .await?;
+                        let page = log.read_after(self.cursor, self.settings.catchup_page).await?;
                         let floor = ring.floor();
                         let step = self.page_chunk(page);
-                        if matches!(step, Step::Idle)
-                            && self.cursor < floor
-                            && floor != StreamPosition::MAX
-                        {
+                        if matches!(step, Step::Idle) && self.cursor < floor && floor != StreamPosition::MAX {
                             // Nothing in the log between the cursor and the ring: join the ring.
                             self.cursor = floor;
                             return Ok(Step::Again);

@@ -28,10 +28,7 @@ pub enum Feed {
 impl Feed {
     /// The memory log's ring is the whole log: connections read it directly.
     pub fn memory(log: Arc<MemoryLog>) -> Self {
-        Feed::Hub {
-            ring: log.ring(),
-            log,
-        }
+        Feed::Hub { ring: log.ring(), log }
     }
 
     /// A ring fed by a tail reader that runs until `stop`.
@@ -122,9 +119,7 @@ impl TailReader {
                         last = newest.position;
                     }
                     self.ring.extend(page.events, wall_clock_ms());
-                    Metrics::global()
-                        .event_log_retained
-                        .set(self.ring.len() as i64);
+                    Metrics::global().event_log_retained.set(self.ring.len() as i64);
                 }
                 Ok(_) => {
                     backoff.reset();
@@ -166,8 +161,7 @@ impl Backoff {
     }
 
     pub fn delay(&mut self) -> Duration {
-        let delay = Duration::from_millis(50u64.saturating_mul(1 << self.attempt.min(6)))
-            .min(Duration::from_secs(2));
+        let delay = Duration::from_millis(50u64.saturating_mul(1 << self.attempt.min(6))).min(Duration::from_secs(2));
         self.attempt += 1;
         delay
     }

@@ -46,8 +46,8 @@ async fn page() -> impl IntoResponse {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamQuery {
-    last_event_id: Option<String>,
-    customer_id: Option<String>,
+    pub last_event_id: Option<String>,
+    pub customer_id: Option<String>,
 }
 
 /// Where a new connection's cursor starts.
@@ -63,16 +63,15 @@ fn start_from(headers: &HeaderMap, query: &StreamQuery) -> Result<Start, Problem
         .get("last-event-id")
         .filter(|v| !v.as_bytes().iter().all(|b| *b == b' '));
     if let Some(value) = header {
-        let text = value.to_str().map_err(|_| {
-            Problem::bad_request("Last-Event-ID must be an event id such as 1732841234567-0")
-        })?;
+        let text = value
+            .to_str()
+            .map_err(|_| Problem::bad_request("Last-Event-ID must be an event id such as 1732841234567-0"))?;
         let position = StreamPosition::parse(text.trim_matches(' '))
             .map_err(|e| Problem::bad_request(format!("Last-Event-ID: {e}")))?;
         return Ok(Start::After(position));
     }
     if let Some(text) = &query.last_event_id {
-        let position = StreamPosition::parse(text)
-            .map_err(|e| Problem::bad_request(format!("lastEventId: {e}")))?;
+        let position = StreamPosition::parse(text).map_err(|e| Problem::bad_request(format!("lastEventId: {e}")))?;
         return Ok(Start::After(position));
     }
     Ok(Start::ReplayWindow)
@@ -86,74 +85,61 @@ async fn stream(
     let Ok(Query(query)) = query else {
         return Problem::bad_request("the query string is malformed").into_response();
     };
-    let start = match start_from(&headers, &query) {
-        Ok(start) => start,
+    let delivery = match open_delivery(&state, &headers, query).await {
+        Ok(delivery) => delivery,
         Err(problem) => return problem.into_response(),
     };
+    let mut response = Response::new(Body::from_stream(delivery.into_stream()));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Checks a stream request and opens its delivery at the position it asks for: the one place
+/// both the hyper route and the fast path start a stream.
+pub async fn open_delivery(state: &GatewayState, headers: &HeaderMap, query: StreamQuery) -> Result<Delivery, Problem> {
+    let start = start_from(headers, &query)?;
     if let Some(customer) = &query.customer_id {
         if customer.is_empty() || customer.chars().count() > MAX_CUSTOMER_ID_CHARS {
-            return Problem::bad_request(format!(
+            return Err(Problem::bad_request(format!(
                 "customerId must be 1 to {MAX_CUSTOMER_ID_CHARS} characters"
-            ))
-            .into_response();
+            )));
         }
     }
     if state.stop.is_cancelled() {
-        return Problem::unavailable("this instance is shutting down; reconnect").into_response();
+        return Err(Problem::unavailable("this instance is shutting down; reconnect"));
     }
     let metrics = Metrics::global();
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        metrics
-            .sse_connections_total
-            .with_label_values(&["rejected"])
-            .inc();
-        return Problem::unavailable("too many open streams on this instance")
-            .retry_after(2)
-            .into_response();
+        metrics.sse_connections_total.with_label_values(&["rejected"]).inc();
+        return Err(Problem::unavailable("too many open streams on this instance").retry_after(2));
     };
     let cursor = match start {
         Start::After(position) => position,
-        Start::ReplayWindow if state.replay_window.is_zero() => {
-            match state.feed.current_end().await {
-                Ok(end) => end,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot resolve the end of the log");
-                    return Problem::unavailable("the event store is unavailable").into_response();
-                }
-            }
-        }
-        Start::ReplayWindow => match state.feed.log().now_ms().await {
-            Ok(now) => StreamPosition::before_millis(
-                now.saturating_sub(state.replay_window.as_millis() as u64),
-            ),
-            Err(error) => {
+        Start::ReplayWindow if state.replay_window.is_zero() => state.feed.current_end().await.map_err(|error| {
+            tracing::warn!(%error, "cannot resolve the end of the log");
+            Problem::unavailable("the event store is unavailable")
+        })?,
+        Start::ReplayWindow => {
+            let now = state.feed.log().now_ms().await.map_err(|error| {
                 tracing::warn!(%error, "cannot read the event store's clock");
-                return Problem::unavailable("the event store is unavailable").into_response();
-            }
-        },
+                Problem::unavailable("the event store is unavailable")
+            })?;
+            StreamPosition::before_millis(now.saturating_sub(state.replay_window.as_millis() as u64))
+        }
     };
-    metrics
-        .sse_connections_total
-        .with_label_values(&["accepted"])
-        .inc();
-    let delivery = Delivery::new(
+    metrics.sse_connections_total.with_label_values(&["accepted"]).inc();
+    Ok(Delivery::new(
         state.feed.clone(),
         state.settings.clone(),
         cursor,
         query.customer_id,
         state.stop.clone(),
         OpenConnection::new(permit),
-    );
-    let mut response = Response::new(Body::from_stream(delivery.into_stream()));
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    ))
 }
 
 #[cfg(test)]

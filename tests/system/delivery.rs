@@ -36,27 +36,17 @@ async fn fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order()
     }
     let expected: std::collections::HashMap<String, Value> = created
         .iter()
-        .map(|c| {
-            (
-                c["eventId"].as_str().expect("eventId").to_owned(),
-                order_of(c),
-            )
-        })
+        .map(|c| (c["eventId"].as_str().expect("eventId").to_owned(), order_of(c)))
         .collect();
     assert_eq!(expected.len(), 500, "event ids are unique");
 
     let readers: Vec<_> = clients
         .into_iter()
-        .map(|mut client| {
-            tokio::spawn(async move { client.collect_orders(500, Duration::from_secs(60)).await })
-        })
+        .map(|mut client| tokio::spawn(async move { client.collect_orders(500, Duration::from_secs(60)).await }))
         .collect();
     for reader in readers {
         let events = reader.await.expect("reader");
-        let ids: Vec<order_events::StreamPosition> = events
-            .iter()
-            .map(|(id, _)| id.parse().expect("id"))
-            .collect();
+        let ids: Vec<order_events::StreamPosition> = events.iter().map(|(id, _)| id.parse().expect("id")).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids strictly increase");
         for (id, data) in &events {
             assert_eq!(
@@ -151,10 +141,7 @@ async fn a_cursor_older_than_retention_gets_reset_first_then_continues() {
     assert_eq!(reset["oldestId"], ids[5]);
     assert_eq!(reset["lastEventId"], ids[0]);
     let rest = client.collect_orders(5, Duration::from_secs(5)).await;
-    assert_eq!(
-        rest.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
-        ids[5..]
-    );
+    assert_eq!(rest.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), ids[5..]);
     // A cursor at the newest evicted event lost nothing after it: no reset.
     let mut exact = app.open_stream(Some(&ids[4]), "").await;
     let (_, event, _) = exact.next_event(deadline(5)).await.expect("event");
@@ -170,9 +157,7 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stalled = socket.connect(app.addr).await.unwrap();
     stalled
-        .write_all(
-            b"GET /api/order/stream HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n",
-        )
+        .write_all(b"GET /api/order/stream HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n")
         .await
         .unwrap();
     let mut head = [0u8; 64];
@@ -198,17 +183,12 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
             last
         })
     };
-    let events = reader
-        .collect_orders(10_000, Duration::from_secs(120))
-        .await;
+    let events = reader.collect_orders(10_000, Duration::from_secs(120)).await;
     let last = publisher.await.unwrap();
     assert_eq!(events.last().unwrap().0, last);
     let unique: HashSet<&String> = events.iter().map(|(id, _)| id).collect();
     assert_eq!(unique.len(), 10_000);
-    assert_eq!(
-        app.metric("sse_orders_event_log_retained_events").await,
-        1000.0
-    );
+    assert_eq!(app.metric("sse_orders_event_log_retained_events").await, 1000.0);
     assert_eq!(app.metric("sse_orders_sse_connections").await, 2.0);
 
     // The stalled client now reads: it was never buffered more than the log holds, so it sees
@@ -252,8 +232,7 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
             _ => {}
         }
     }
-    let oldest =
-        oldest.expect("10,000 events cannot all be held for a reader when the log keeps 1,000");
+    let oldest = oldest.expect("10,000 events cannot all be held for a reader when the log keeps 1,000");
     // What was sent before the reset is a gap-free prefix; after it, delivery restarts at the
     // oldest retained event and is gap-free to the end.
     assert_eq!(before, all[..before.len()]);

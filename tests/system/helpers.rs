@@ -74,11 +74,7 @@ impl TestApp {
         response.json().await.expect("JSON body")
     }
 
-    pub async fn post_raw(
-        &self,
-        content_type: Option<&str>,
-        body: impl Into<reqwest::Body>,
-    ) -> reqwest::Response {
+    pub async fn post_raw(&self, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
         let mut request = self.client.post(self.url("/api/order")).body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
@@ -97,30 +93,20 @@ impl TestApp {
             .await
             .expect("text");
         text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |value| value.trim().parse().expect("metric value"))
     }
 
     /// Opens the stream with optional `Last-Event-ID` header and query string.
     pub async fn open_stream(&self, last_event_id: Option<&str>, query: &str) -> SseClient {
-        let mut request = self
-            .client
-            .get(self.url(&format!("/api/order/stream{query}")));
+        let mut request = self.client.get(self.url(&format!("/api/order/stream{query}")));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
         let response = request.send().await.expect("GET stream");
         assert_eq!(response.status(), 200, "GET /api/order/stream{query}");
         assert_eq!(response.headers()["content-type"], "text/event-stream");
-        SseClient::new(
-            response
-                .bytes_stream()
-                .map(|r| r.map_err(|e| e.to_string()))
-                .boxed(),
-        )
+        SseClient::new(response.bytes_stream().map(|r| r.map_err(|e| e.to_string())).boxed())
     }
 }
 

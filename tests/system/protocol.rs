@@ -10,12 +10,7 @@ use crate::helpers::{Sse, deadline, order_body, order_of, spawn_app};
 #[tokio::test]
 async fn stream_sends_sse_headers_and_starts_with_a_retry_hint() {
     let app = spawn_app(&["--reconnect-delay", "1500ms"]).await;
-    let response = app
-        .client
-        .get(app.url("/api/order/stream"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(app.url("/api/order/stream")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let headers = response.headers();
     assert_eq!(headers["content-type"], "text/event-stream");
@@ -33,11 +28,7 @@ async fn idle_streams_receive_heartbeat_comments() {
     let until = deadline(5);
     let mut heartbeats = 0;
     while heartbeats < 3 {
-        match stream
-            .next_until(until)
-            .await
-            .expect("heartbeats keep coming")
-        {
+        match stream.next_until(until).await.expect("heartbeats keep coming") {
             Sse::Comment(_) => heartbeats += 1,
             Sse::Retry(_) => {}
             other => panic!("unexpected {other:?}"),
@@ -70,10 +61,7 @@ async fn customer_text_with_line_breaks_stays_inside_one_data_field() {
         follow_up["eventId"].as_str(),
         "no injected event or id in between"
     );
-    assert_eq!(
-        stream.last_event_id.as_deref(),
-        follow_up["eventId"].as_str()
-    );
+    assert_eq!(stream.last_event_id.as_deref(), follow_up["eventId"].as_str());
 }
 
 #[tokio::test]
@@ -94,10 +82,7 @@ async fn customer_filter_delivers_only_that_customers_orders() {
 async fn shutdown_ends_open_streams_with_a_retry_hint_and_the_server_exits() {
     let app = spawn_app(&["--shutdown-grace", "1s"]).await;
     let mut stream = app.open_stream(None, "").await;
-    assert!(matches!(
-        stream.next_until(deadline(5)).await,
-        Some(Sse::Retry(_))
-    ));
+    assert!(matches!(stream.next_until(deadline(5)).await, Some(Sse::Retry(_))));
     app.lifecycle.stop();
     let until = deadline(5);
     let mut last_retry = None;
@@ -117,31 +102,12 @@ async fn shutdown_ends_open_streams_with_a_retry_hint_and_the_server_exits() {
 #[tokio::test]
 async fn readiness_turns_unavailable_while_draining() {
     let app = spawn_app(&[]).await;
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
     app.lifecycle.start_draining();
     let response = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(response.status(), 503);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
 }
 
 #[tokio::test]
@@ -149,27 +115,16 @@ async fn connections_beyond_the_limit_get_503_with_retry_after() {
     let app = spawn_app(&["--max-connections", "2"]).await;
     let _a = app.open_stream(None, "").await;
     let _b = app.open_stream(None, "").await;
-    let response = app
-        .client
-        .get(app.url("/api/order/stream"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(app.url("/api/order/stream")).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
 }
 
 #[tokio::test]
 async fn streams_work_over_cleartext_http2_many_on_one_connection() {
     let app = spawn_app(&["--replay-window", "0s"]).await;
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let mut streams = Vec::new();
     for _ in 0..10 {
         let response = h2.get(app.url("/api/order/stream")).send().await.unwrap();
@@ -177,10 +132,7 @@ async fn streams_work_over_cleartext_http2_many_on_one_connection() {
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         use futures_util::StreamExt;
         streams.push(crate::helpers::SseClient::new(
-            response
-                .bytes_stream()
-                .map(|r| r.map_err(|e| e.to_string()))
-                .boxed(),
+            response.bytes_stream().map(|r| r.map_err(|e| e.to_string())).boxed(),
         ));
     }
     let created = app.create_order(&order_body("h2", "H2")).await;

@@ -8,18 +8,12 @@ use crate::helpers::{TestApp, order_body, spawn_app};
 
 async fn assert_problem(response: reqwest::Response, status: u16, mentions: &str) {
     assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
     let problem: Value = response.json().await.expect("problem body is JSON");
     assert_eq!(problem["status"], status);
     assert!(problem["title"].is_string() && problem["type"].is_string());
     let text = problem.to_string();
-    assert!(
-        text.contains(mentions),
-        "problem {text} should mention {mentions}"
-    );
+    assert!(text.contains(mentions), "problem {text} should mention {mentions}");
 }
 
 async fn assert_nothing_stored(app: &TestApp) {
@@ -55,33 +49,18 @@ async fn invalid_orders_get_400_naming_each_field_and_store_nothing() {
             json!({"customerId": "c", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]}),
             "currency",
         ),
-        (
-            json!({"customerId": "c", "currency": "EUR", "items": []}),
-            "items",
-        ),
+        (json!({"customerId": "c", "currency": "EUR", "items": []}), "items"),
         (json!({"customerId": "c", "currency": "EUR"}), "items"),
-        (
-            json!({"customerId": "c", "currency": "EUR", "items": "A"}),
-            "items",
-        ),
+        (json!({"customerId": "c", "currency": "EUR", "items": "A"}), "items"),
         (item(json!(""), json!(1), json!(1)), "items[0].sku"),
         (item(json!("a b"), json!(1), json!(1)), "items[0].sku"),
         (item(json!("A"), json!(0), json!(1)), "items[0].quantity"),
         (item(json!("A"), json!(1.5), json!(1)), "items[0].quantity"),
         (item(json!("A"), json!(1001), json!(1)), "items[0].quantity"),
-        (
-            item(json!("A"), json!(1), json!(12.5)),
-            "items[0].unitPrice",
-        ),
+        (item(json!("A"), json!(1), json!(12.5)), "items[0].unitPrice"),
         (item(json!("A"), json!(1), json!(-1)), "items[0].unitPrice"),
-        (
-            item(json!("A"), json!(1), json!("12.345")),
-            "items[0].unitPrice",
-        ),
-        (
-            item(json!("A"), json!(1), json!("twelve")),
-            "items[0].unitPrice",
-        ),
+        (item(json!("A"), json!(1), json!("12.345")), "items[0].unitPrice"),
+        (item(json!("A"), json!(1), json!("twelve")), "items[0].unitPrice"),
         (
             json!({"customerId": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}], "discount": 5}),
             "discount",
@@ -89,14 +68,10 @@ async fn invalid_orders_get_400_naming_each_field_and_store_nothing() {
         (json!([1, 2]), "JSON object"),
     ];
     for (body, field) in cases {
-        let response = app
-            .post_raw(Some("application/json"), body.to_string())
-            .await;
+        let response = app.post_raw(Some("application/json"), body.to_string()).await;
         assert_problem(response, 400, field).await;
     }
-    let response = app
-        .post_raw(Some("application/json"), "{\"customerId\": ")
-        .await;
+    let response = app.post_raw(Some("application/json"), "{\"customerId\": ").await;
     assert_problem(response, 400, "not valid JSON").await;
     assert_nothing_stored(&app).await;
 }
@@ -111,16 +86,10 @@ async fn wrong_content_type_oversized_body_and_bad_idempotency_key_are_refused()
         "application/json",
     )
     .await;
-    assert_problem(
-        app.post_raw(None, body.clone()).await,
-        415,
-        "application/json",
-    )
-    .await;
+    assert_problem(app.post_raw(None, body.clone()).await, 415, "application/json").await;
     let huge = json!({"customerId": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}], "pad": "x".repeat(70 * 1024)});
     assert_problem(
-        app.post_raw(Some("application/json"), huge.to_string())
-            .await,
+        app.post_raw(Some("application/json"), huge.to_string()).await,
         413,
         "too large",
     )
@@ -142,14 +111,7 @@ async fn wrong_content_type_oversized_body_and_bad_idempotency_key_are_refused()
 async fn bad_stream_requests_and_unknown_orders_get_problems() {
     let app = spawn_app(&[]).await;
     let get = |path: &str| app.client.get(app.url(path)).send();
-    for bad in [
-        "abc",
-        "1-",
-        "-1",
-        "1-2-3",
-        "1.0-0",
-        "99999999999999999999999-0",
-    ] {
+    for bad in ["abc", "1-", "-1", "1-2-3", "1.0-0", "99999999999999999999999-0"] {
         let response = app
             .client
             .get(app.url("/api/order/stream"))
@@ -158,36 +120,25 @@ async fn bad_stream_requests_and_unknown_orders_get_problems() {
             .await
             .unwrap();
         assert_problem(response, 400, "Last-Event-ID").await;
-        let response = get(&format!("/api/order/stream?lastEventId={bad}"))
-            .await
-            .unwrap();
+        let response = get(&format!("/api/order/stream?lastEventId={bad}")).await.unwrap();
         assert_problem(response, 400, "lastEventId").await;
     }
     let long = "x".repeat(200);
     assert_problem(
-        get(&format!("/api/order/stream?customerId={long}"))
-            .await
-            .unwrap(),
+        get(&format!("/api/order/stream?customerId={long}")).await.unwrap(),
         400,
         "customerId",
     )
     .await;
     assert_problem(
-        get("/api/order/0193a000-0000-7000-8000-000000000000")
-            .await
-            .unwrap(),
+        get("/api/order/0193a000-0000-7000-8000-000000000000").await.unwrap(),
         404,
         "no order",
     )
     .await;
     assert_problem(get("/api/order/not-a-uuid").await.unwrap(), 404, "no order").await;
     assert_problem(get("/nowhere").await.unwrap(), 404, "Not found").await;
-    let response = app
-        .client
-        .delete(app.url("/api/order"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.delete(app.url("/api/order")).send().await.unwrap();
     assert_problem(response, 405, "Method").await;
 }
 
@@ -223,11 +174,6 @@ async fn created_orders_can_be_read_back_and_idempotency_keys_replay_them() {
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["location"].to_str().unwrap(), location);
     assert_eq!(again.json::<Value>().await.unwrap(), first);
-    assert_problem(
-        post(order_body("c", "OTHER")).await.unwrap(),
-        422,
-        "Idempotency-Key",
-    )
-    .await;
+    assert_problem(post(order_body("c", "OTHER")).await.unwrap(), 422, "Idempotency-Key").await;
     assert_eq!(app.metric("sse_orders_orders_created_total").await, 2.0);
 }

@@ -33,10 +33,7 @@ impl MemoryLog {
     /// A log whose ids come from `now_ms` (tests use a clock that steps backwards).
     pub fn with_clock(capacity: usize, max_age: Option<Duration>, now_ms: fn() -> u64) -> Self {
         Self {
-            ring: Arc::new(EventRing::new(
-                RingBounds { capacity, max_age },
-                StreamPosition::ZERO,
-            )),
+            ring: Arc::new(EventRing::new(RingBounds { capacity, max_age }, StreamPosition::ZERO)),
             clock: Mutex::new(PositionClock::default()),
             now_ms,
         }
@@ -78,12 +75,7 @@ impl EventLog for MemoryLog {
         Ok(LogPage { events, lost })
     }
 
-    async fn follow(
-        &self,
-        after: StreamPosition,
-        limit: usize,
-        wait: Duration,
-    ) -> Result<LogPage, LogError> {
+    async fn follow(&self, after: StreamPosition, limit: usize, wait: Duration) -> Result<LogPage, LogError> {
         let mut changes = self.ring.subscribe();
         let page = self.read_after(after, limit).await?;
         if !page.events.is_empty() || page.lost.is_some() {

@@ -63,9 +63,7 @@ impl OrderStore for MemoryOrderStore {
         state.orders.insert(id, created.clone());
         state.order_ids.push_back(id);
         if let Some((key, fingerprint)) = new.idempotency {
-            state
-                .keys
-                .insert(key.as_str().to_owned(), (fingerprint, id));
+            state.keys.insert(key.as_str().to_owned(), (fingerprint, id));
             state.key_of.insert(id, key.as_str().to_owned());
         }
         while state.order_ids.len() > self.capacity {

@@ -49,10 +49,7 @@ impl SseClient {
     }
 
     fn take_line(&mut self) -> Option<String> {
-        let at = self
-            .buffer
-            .iter()
-            .position(|b| *b == b'\n' || *b == b'\r')?;
+        let at = self.buffer.iter().position(|b| *b == b'\n' || *b == b'\r')?;
         // A CR at the very end may be the first half of CRLF: wait for more bytes.
         if self.buffer[at] == b'\r' && at + 1 == self.buffer.len() && !self.ended {
             return None;
@@ -87,15 +84,11 @@ impl SseClient {
                 continue;
             }
             if let Some(comment) = line.strip_prefix(':') {
-                self.pending
-                    .push_back(Sse::Comment(comment.trim_start().to_owned()));
+                self.pending.push_back(Sse::Comment(comment.trim_start().to_owned()));
                 continue;
             }
             let (field, value) = match line.split_once(':') {
-                Some((field, value)) => (
-                    field.to_owned(),
-                    value.strip_prefix(' ').unwrap_or(value).to_owned(),
-                ),
+                Some((field, value)) => (field.to_owned(), value.strip_prefix(' ').unwrap_or(value).to_owned()),
                 None => (line.clone(), String::new()),
             };
             match field.as_str() {
@@ -139,10 +132,7 @@ impl SseClient {
     }
 
     /// The next `order-created` or `reset` event (skipping comments and retry hints).
-    pub async fn next_event(
-        &mut self,
-        deadline: Instant,
-    ) -> Option<(Option<String>, String, String)> {
+    pub async fn next_event(&mut self, deadline: Instant) -> Option<(Option<String>, String, String)> {
         loop {
             match self.next_until(deadline).await? {
                 Sse::Event { id, event, data } => return Some((id, event, data)),
@@ -161,10 +151,7 @@ impl SseClient {
                     events.push((id, serde_json::from_str(&data).expect("event data is JSON")))
                 }
                 Some(other) => panic!("unexpected event {other:?}"),
-                None => panic!(
-                    "only {} of {count} events arrived in {within:?}",
-                    events.len()
-                ),
+                None => panic!("only {} of {count} events arrived in {within:?}", events.len()),
             }
         }
         events
@@ -176,14 +163,9 @@ impl SseClient {
         let mut events = Vec::with_capacity(count);
         while events.len() < count {
             match self.next_event(deadline).await {
-                Some((Some(id), event, data)) if event == "order-created" => {
-                    events.push((id, data))
-                }
+                Some((Some(id), event, data)) if event == "order-created" => events.push((id, data)),
                 Some(other) => panic!("unexpected event {other:?}"),
-                None => panic!(
-                    "only {} of {count} events arrived in {within:?}",
-                    events.len()
-                ),
+                None => panic!("only {} of {count} events arrived in {within:?}", events.len()),
             }
         }
         events

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{
-    Gateway, OrderApi, RedisServer, open_stream, order_body, order_of, wait_ready,
-};
+use crate::helpers::{Gateway, OrderApi, RedisServer, open_stream, order_body, order_of, wait_ready};
 
 async fn three_gateways_deliver_every_order_once_in_stream_order(mode: &str) {
     let redis = RedisServer::start();
@@ -22,9 +20,7 @@ async fn three_gateways_deliver_every_order_once_in_stream_order(mode: &str) {
         "--poll-count",
         "500",
     ];
-    let gateways: Vec<Gateway> = (0..3)
-        .map(|_| Gateway::spawn(&redis.url(), &extra))
-        .collect();
+    let gateways: Vec<Gateway> = (0..3).map(|_| Gateway::spawn(&redis.url(), &extra)).collect();
     let client = reqwest::Client::new();
     for gateway in &gateways {
         wait_ready(&client, gateway).await;
@@ -64,16 +60,11 @@ async fn three_gateways_deliver_every_order_once_in_stream_order(mode: &str) {
         .collect();
     expected_ids.sort();
     let expected_ids: Vec<String> = expected_ids.iter().map(ToString::to_string).collect();
-    let by_id: HashMap<&str, &Value> = created
-        .iter()
-        .map(|c| (c["eventId"].as_str().unwrap(), c))
-        .collect();
+    let by_id: HashMap<&str, &Value> = created.iter().map(|c| (c["eventId"].as_str().unwrap(), c)).collect();
 
     let readers: Vec<_> = clients
         .into_iter()
-        .map(|mut sse| {
-            tokio::spawn(async move { sse.collect_raw(2000, Duration::from_secs(120)).await })
-        })
+        .map(|mut sse| tokio::spawn(async move { sse.collect_raw(2000, Duration::from_secs(120)).await }))
         .collect();
     let mut reference: Option<Vec<(String, String)>> = None;
     for reader in readers {
@@ -124,10 +115,7 @@ async fn concurrent_posts_with_one_idempotency_key_create_one_order_and_one_even
                 .json(&order_body("c", "IDEM"));
             tokio::spawn(async move {
                 let response = request.send().await.unwrap();
-                (
-                    response.status().as_u16(),
-                    response.json::<Value>().await.unwrap(),
-                )
+                (response.status().as_u16(), response.json::<Value>().await.unwrap())
             })
         })
         .collect();
@@ -138,16 +126,8 @@ async fn concurrent_posts_with_one_idempotency_key_create_one_order_and_one_even
         statuses.push(status);
         order_ids.insert(body["orderId"].as_str().unwrap().to_owned());
     }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        19,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 19, "{statuses:?}");
     assert_eq!(order_ids.len(), 1);
     assert_eq!(redis.cli(&["XLEN", "{orders}:events"]), "1");
     let conflict = client

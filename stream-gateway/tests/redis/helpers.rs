@@ -138,23 +138,14 @@ pub fn order_of(created: &Value) -> Value {
 }
 
 /// Opens `url` as an SSE stream, optionally resuming after `last_event_id`.
-pub async fn open_stream(
-    client: &reqwest::Client,
-    url: &str,
-    last_event_id: Option<&str>,
-) -> SseClient {
+pub async fn open_stream(client: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> SseClient {
     let mut request = client.get(url);
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id);
     }
     let response = request.send().await.expect("GET stream");
     assert_eq!(response.status(), 200, "GET {url}");
-    SseClient::new(
-        response
-            .bytes_stream()
-            .map(|r| r.map_err(|e| e.to_string()))
-            .boxed(),
-    )
+    SseClient::new(response.bytes_stream().map(|r| r.map_err(|e| e.to_string())).boxed())
 }
 
 /// Polls `check` every 20 ms until it holds or `within` passes.
@@ -165,10 +156,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + within;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -177,11 +165,7 @@ where
 pub async fn wait_ready(client: &reqwest::Client, gateway: &Gateway) {
     let url = gateway.url("/readyz");
     eventually(Duration::from_secs(20), "gateway ready", || async {
-        client
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
+        client.get(&url).send().await.is_ok_and(|r| r.status() == 200)
     })
     .await;
 }

@@ -5,9 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::helpers::{
-    Gateway, OrderApi, RedisServer, Sse, eventually, open_stream, order_body, wait_ready,
-};
+use crate::helpers::{Gateway, OrderApi, RedisServer, Sse, eventually, open_stream, order_body, wait_ready};
 
 /// A client that follows the stream and, when its gateway dies, reconnects to `fallback` with
 /// the last id it saw, as EventSource does.
@@ -29,23 +27,14 @@ async fn follow_with_failover(
                     return (ids, reconnects);
                 }
             }
-            match sse
-                .next_until(Instant::now() + Duration::from_millis(200))
-                .await
-            {
+            match sse.next_until(Instant::now() + Duration::from_millis(200)).await {
                 Some(Sse::Event {
-                    id: Some(id),
-                    event,
-                    ..
+                    id: Some(id), event, ..
                 }) if event == "order-created" => ids.push(id),
                 Some(Sse::Event { event, .. }) => panic!("unexpected {event}"),
                 Some(_) => {}
                 None if sse.has_ended() => break,
-                None => assert!(
-                    Instant::now() < deadline,
-                    "stream stalled after {} events",
-                    ids.len()
-                ),
+                None => assert!(Instant::now() < deadline, "stream stalled after {} events", ids.len()),
             }
         }
         reconnects += 1;
@@ -78,23 +67,12 @@ async fn clients_of_a_killed_gateway_resume_on_another_without_loss_or_duplicate
     let followers: Vec<_> = (0..40)
         .map(|n| {
             let (primary, fallback) = if n % 2 == 0 {
-                (
-                    doomed.url("/api/order/stream"),
-                    survivor.url("/api/order/stream"),
-                )
+                (doomed.url("/api/order/stream"), survivor.url("/api/order/stream"))
             } else {
-                (
-                    survivor.url("/api/order/stream"),
-                    doomed.url("/api/order/stream"),
-                )
+                (survivor.url("/api/order/stream"), doomed.url("/api/order/stream"))
             };
             let primary = format!("{primary}?lastEventId={first_id}");
-            tokio::spawn(follow_with_failover(
-                client.clone(),
-                primary,
-                fallback,
-                last_rx.clone(),
-            ))
+            tokio::spawn(follow_with_failover(client.clone(), primary, fallback, last_rx.clone()))
         })
         .collect();
 
@@ -124,10 +102,7 @@ async fn clients_of_a_killed_gateway_resume_on_another_without_loss_or_duplicate
         assert_eq!(ids, expected, "no loss, no duplicates, in order");
         moved += usize::from(reconnects > 0);
     }
-    assert_eq!(
-        moved, 20,
-        "the killed gateway's clients moved to the survivor"
-    );
+    assert_eq!(moved, 20, "the killed gateway's clients moved to the survivor");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,12 +119,7 @@ async fn a_redis_outage_keeps_streams_open_refuses_posts_and_loses_nothing() {
     for _ in 0..20 {
         streams.push(open_stream(&client, &gateway.url("/api/order/stream"), None).await);
     }
-    let post = |sku: String| {
-        client
-            .post(api.url("/api/order"))
-            .json(&order_body("c", &sku))
-            .send()
-    };
+    let post = |sku: String| client.post(api.url("/api/order")).json(&order_body("c", &sku)).send();
 
     let mut created = Vec::new();
     for n in 0..50 {
@@ -181,10 +151,7 @@ async fn a_redis_outage_keeps_streams_open_refuses_posts_and_loses_nothing() {
         let started = Instant::now();
         let response = post(format!("DURING{n}")).await.unwrap();
         assert_eq!(response.status(), 503, "POST while Redis is down");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json"
-        );
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
         assert!(
             started.elapsed() < Duration::from_millis(2500),
             "503 within about 2 s, took {:?}",
@@ -195,10 +162,7 @@ async fn a_redis_outage_keeps_streams_open_refuses_posts_and_loses_nothing() {
     // Heartbeats keep every stream open through the outage.
     for stream in &mut streams {
         let mut heartbeat = false;
-        while let Some(item) = stream
-            .next_until(Instant::now() + Duration::from_secs(2))
-            .await
-        {
+        while let Some(item) = stream.next_until(Instant::now() + Duration::from_secs(2)).await {
             match item {
                 Sse::Comment(_) => {
                     heartbeat = true;
@@ -208,10 +172,7 @@ async fn a_redis_outage_keeps_streams_open_refuses_posts_and_loses_nothing() {
                 Sse::Retry(_) => {}
             }
         }
-        assert!(
-            heartbeat && !stream.has_ended(),
-            "stream stays open with heartbeats"
-        );
+        assert!(heartbeat && !stream.has_ended(), "stream stays open with heartbeats");
     }
 
     redis.restart();
@@ -247,11 +208,7 @@ async fn a_redis_outage_keeps_streams_open_refuses_posts_and_loses_nothing() {
                     ids.push(id);
                 }
                 Some(other) => panic!("unexpected {other:?}"),
-                None => panic!(
-                    "only {} of {} events after the outage",
-                    ids.len(),
-                    created.len()
-                ),
+                None => panic!("only {} of {} events after the outage", ids.len(), created.len()),
             }
         }
         assert_eq!(ids, created, "every 201 order, once, in order");

@@ -12,14 +12,7 @@ async fn an_old_cursor_gets_reset_then_continues(mode: &str) {
     let api = OrderApi::spawn(&redis.url(), &["--stream-maxlen", "100"]).await;
     let gateway = Gateway::spawn(
         &redis.url(),
-        &[
-            "--delivery",
-            mode,
-            "--ring-capacity",
-            "20",
-            "--catchup-page",
-            "30",
-        ],
+        &["--delivery", mode, "--ring-capacity", "20", "--catchup-page", "30"],
     );
     let client = reqwest::Client::new();
     wait_ready(&client, &gateway).await;

@@ -1,0 +1,140 @@
+//! `SseFastPath`: serves `GET /api/order/stream` over HTTP/1.1 straight on the socket. After
+//! the response head, every event is one write of its shared, pre-encoded frame (a
+//! close-delimited body needs no chunk framing), and the connection holds no HTTP buffers, so
+//! a connection costs a task and a cursor.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use futures_util::future::BoxFuture;
+use order_events::metrics::Metrics;
+use order_events::problem::Problem;
+use order_events::server::{Interceptor, RequestHead};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::delivery::Delivery;
+use crate::routes::{GatewayState, StreamQuery, open_delivery};
+
+pub const STREAM_PATH: &str = "/api/order/stream";
+
+const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+x-accel-buffering: no\r\nconnection: close\r\n\r\n";
+
+pub struct SseFastPath {
+    pub state: GatewayState,
+}
+
+impl Interceptor for SseFastPath {
+    fn wants(&self, head: &RequestHead) -> bool {
+        head.method == "GET" && head.version == 1 && head.path() == STREAM_PATH && head.header("upgrade").is_none()
+    }
+
+    fn serve(self: Arc<Self>, stream: TcpStream, head: RequestHead) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.handle(stream, head).await })
+    }
+}
+
+impl SseFastPath {
+    async fn handle(&self, mut stream: TcpStream, head: RequestHead) {
+        let started = Instant::now();
+        let opened = match parse_query(head.query()) {
+            Ok(query) => open_delivery(&self.state, &header_map(&head), query).await,
+            Err(problem) => Err(problem),
+        };
+        let status = match &opened {
+            Ok(_) => 200,
+            Err(problem) => problem.status,
+        };
+        let metrics = Metrics::global();
+        metrics
+            .http_requests
+            .with_label_values(&["GET", STREAM_PATH, &status.to_string()])
+            .inc();
+        metrics
+            .http_request_seconds
+            .with_label_values(&["GET", STREAM_PATH])
+            .observe(started.elapsed().as_secs_f64());
+        match opened {
+            Ok(delivery) => write_events(stream, delivery).await,
+            Err(problem) => {
+                let _ = stream.write_all(&problem_response(&problem)).await;
+                let _ = stream.shutdown().await;
+            }
+        }
+    }
+}
+
+fn parse_query(query: Option<&str>) -> Result<StreamQuery, Problem> {
+    let uri: axum::http::Uri = format!("/?{}", query.unwrap_or(""))
+        .parse()
+        .map_err(|_| Problem::bad_request("the query string is malformed"))?;
+    axum::extract::Query::<StreamQuery>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|_| Problem::bad_request("the query string is malformed"))
+}
+
+fn header_map(head: &RequestHead) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(head.headers.len());
+    for (name, value) in &head.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// Writes the stream until it ends, the client goes away, or a write fails.
+async fn write_events(mut stream: TcpStream, mut delivery: Delivery) {
+    // The head and the `retry:` hint leave in one write.
+    let Some(first) = delivery.next_chunk().await else {
+        return;
+    };
+    let mut opening = Vec::with_capacity(HEAD.len() + first.len());
+    opening.extend_from_slice(HEAD);
+    opening.extend_from_slice(&first);
+    if stream.write_all(&opening).await.is_err() {
+        return;
+    }
+    drop(opening);
+    let (mut reader, mut writer) = stream.split();
+    // Clients send nothing more; a read only tells that the client closed the connection.
+    let mut discard = [0u8; 64];
+    loop {
+        tokio::select! {
+            chunk = delivery.next_chunk() => match chunk {
+                Some(chunk) => {
+                    if writer.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            read = reader.read(&mut discard) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn problem_response(problem: &Problem) -> Vec<u8> {
+    let body = serde_json::to_string(problem).unwrap_or_default();
+    let reason = axum::http::StatusCode::from_u16(problem.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let retry_after = problem
+        .retry_after_secs
+        .map(|s| format!("retry-after: {s}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncache-control: no-store\r\n{retry_after}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        problem.status,
+        order_events::problem::CONTENT_TYPE,
+        body.len()
+    )
+    .into_bytes()
+}
