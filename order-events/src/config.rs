@@ -62,7 +62,8 @@ pub struct ShutdownArgs {
     pub drain_delay: Duration,
 
     /// After the drain delay, how long open streams and requests get to finish before exit.
-    /// SSE streams close spread over this window so clients do not reconnect all at once.
+    /// SSE streams close spread over half this window (at most 10 s) so clients do not all
+    /// reconnect at once.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }
