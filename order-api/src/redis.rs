@@ -4,9 +4,24 @@ use std::sync::Arc;
 
 use order_events::config::EventStoreArgs;
 use order_events::order_store::OrderStore;
+use order_events::order_store::redis::RedisOrderStore;
+use order_events::redis_client::{RedisSettings, RetentionSettings};
 
 use crate::config::OrderApiArgs;
 
-pub async fn connect(_url: &str, _store: &EventStoreArgs, _api: &OrderApiArgs) -> anyhow::Result<Arc<dyn OrderStore>> {
-    anyhow::bail!("--redis-url: the Redis backend is not available in this build")
+pub async fn connect(url: &str, store: &EventStoreArgs, api: &OrderApiArgs) -> anyhow::Result<Arc<dyn OrderStore>> {
+    let settings = RedisSettings {
+        url: url.to_owned(),
+        stream_key: store.stream_key.clone(),
+        command_timeout: store.redis_timeout,
+    };
+    let retention = RetentionSettings {
+        max_len: api.stream_maxlen,
+        max_age: api.stream_max_age,
+        idempotency_ttl: api.idempotency_ttl,
+    };
+    let orders = RedisOrderStore::connect(&settings, retention)
+        .await
+        .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+    Ok(Arc::new(orders))
 }

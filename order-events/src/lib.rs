@@ -7,6 +7,7 @@
 //! - [`ring`]: `EventRing`, the bounded window of recent events readers wait on.
 //! - [`event_log`]: the `EventLog` trait with its `memory` and `redis` backends.
 //! - [`order_store`]: the `OrderStore` trait (order + event + idempotency key, atomically).
+//! - [`redis_client`]: fred clients, key names, Lua scripts and retention for the Redis backends.
 //! - [`problem`]: the one `application/problem+json` error body.
 //! - [`config`]: flag groups both binaries flatten into their clap config.
 //! - [`metrics`], [`telemetry`]: Prometheus registry, tracing and OpenTelemetry export.
@@ -24,6 +25,7 @@ pub mod ops;
 pub mod order_store;
 pub mod position;
 pub mod problem;
+pub mod redis_client;
 pub mod ring;
 pub mod server;
 pub mod shutdown;

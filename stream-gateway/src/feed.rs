@@ -113,6 +113,20 @@ impl TailReader {
                 page = self.log.follow(last, FOLLOW_BATCH, FOLLOW_WAIT) => page,
             };
             match page {
+                Ok(page) if page.lost.is_some() => {
+                    // The reader itself fell behind retention (cut off from Redis longer than
+                    // the stream keeps events): restart the ring after the gap, so cursors that
+                    // were in it go to the log and get their reset there.
+                    backoff.reset();
+                    let through = page.lost.map_or(last, |lost| lost.through);
+                    tracing::warn!(previous = %last, %through, "tail reader fell behind retention; restarting the ring");
+                    last = last.max(through);
+                    self.ring.restart(last);
+                    if let Some(newest) = page.events.last() {
+                        last = newest.position;
+                    }
+                    self.ring.extend(page.events, wall_clock_ms());
+                }
                 Ok(page) if !page.events.is_empty() => {
                     backoff.reset();
                     if let Some(newest) = page.events.last() {

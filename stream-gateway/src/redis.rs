@@ -3,8 +3,17 @@
 use std::sync::Arc;
 
 use order_events::config::EventStoreArgs;
-use order_events::event_log::memory::MemoryLog;
+use order_events::event_log::redis::RedisEventLog;
+use order_events::redis_client::RedisSettings;
 
-pub async fn connect(_url: &str, _store: &EventStoreArgs) -> anyhow::Result<Arc<MemoryLog>> {
-    anyhow::bail!("--redis-url: the Redis backend is not available in this build")
+pub async fn connect(url: &str, store: &EventStoreArgs) -> anyhow::Result<Arc<RedisEventLog>> {
+    let settings = RedisSettings {
+        url: url.to_owned(),
+        stream_key: store.stream_key.clone(),
+        command_timeout: store.redis_timeout,
+    };
+    let log = RedisEventLog::connect(&settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+    Ok(Arc::new(log))
 }

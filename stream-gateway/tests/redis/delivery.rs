@@ -167,3 +167,39 @@ async fn orders_written_through_redis_read_back_from_any_instance() {
         .unwrap();
     assert_eq!(fetched, created);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_path_works_through_a_sentinel_url() {
+    assert!(
+        crate::helpers::Sentinel::available(),
+        "redis-sentinel is not installed (scripts/test installs it)"
+    );
+    let primary = RedisServer::start();
+    let sentinel = crate::helpers::Sentinel::start(primary.port());
+    let api = OrderApi::spawn(&sentinel.url(), &[]).await;
+    let gateway = Gateway::spawn(&sentinel.url(), &["--replay-window", "0s"]);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &gateway).await;
+    let mut stream = open_stream(&client, &gateway.url("/api/order/stream"), None).await;
+    let mut created = Vec::new();
+    for n in 0..50 {
+        let response = client
+            .post(api.url("/api/order"))
+            .json(&order_body("s", &format!("S{n}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        created.push(response.json::<Value>().await.unwrap());
+    }
+    let events = stream.collect_orders(50, Duration::from_secs(20)).await;
+    for ((id, data), created) in events.iter().zip(&created) {
+        assert_eq!(id, created["eventId"].as_str().unwrap());
+        assert_eq!(data, &order_of(created));
+    }
+    assert_eq!(
+        primary.cli(&["XLEN", "{orders}:events"]),
+        "50",
+        "written to the primary the sentinel names"
+    );
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 use order_events::shutdown::Lifecycle;
-pub use order_events::testing::{RedisServer, Sse, SseClient};
+pub use order_events::testing::{RedisServer, Sentinel, Sse, SseClient};
 use serde_json::{Value, json};
 
 /// A stream-gateway process.
