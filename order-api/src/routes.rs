@@ -96,6 +96,10 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
         }
     };
     let incoming_traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    if let Some(parent) = incoming_traceparent.filter(|t| order_events::telemetry::is_traceparent(t)) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = tracing::Span::current().set_parent(order_events::telemetry::context_from_traceparent(parent));
+    }
     let order = Order::create(&request, OffsetDateTime::now_utc());
     let event = OrderCreated::of(&order, current_traceparent(incoming_traceparent));
     let (status, created) = match state

@@ -18,6 +18,8 @@ pub struct EncodedEvent {
     pub position: StreamPosition,
     pub customer_id: Arc<str>,
     pub frame: Bytes,
+    /// The W3C `traceparent` of the request that created the event, when it was recorded.
+    pub traceparent: Option<Arc<str>>,
 }
 
 impl EncodedEvent {
@@ -26,7 +28,13 @@ impl EncodedEvent {
             position,
             customer_id: Arc::from(customer_id),
             frame: encode_event(position, ORDER_CREATED, payload),
+            traceparent: None,
         }
+    }
+
+    pub fn with_traceparent(mut self, traceparent: Option<&str>) -> Self {
+        self.traceparent = traceparent.map(Arc::from);
+        self
     }
 }
 

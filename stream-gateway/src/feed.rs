@@ -129,6 +129,7 @@ impl TailReader {
                 }
                 Ok(page) if !page.events.is_empty() => {
                     backoff.reset();
+                    trace_fan_out(&page.events);
                     if let Some(newest) = page.events.last() {
                         last = newest.position;
                     }
@@ -155,6 +156,20 @@ impl TailReader {
                     }
                 }
             }
+        }
+    }
+}
+
+/// One span per event entering this process' ring, linked to the request that created it, so
+/// a trace shows where each order went.
+fn trace_fan_out(events: &[order_events::frame::EncodedEvent]) {
+    use opentelemetry::trace::TraceContextExt;
+    use order_events::telemetry::context_from_traceparent;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    for event in events {
+        let span = tracing::info_span!("order_event.fan_out", event_id = %event.position);
+        if let Some(traceparent) = &event.traceparent {
+            span.add_link(context_from_traceparent(traceparent).span().span_context().clone());
         }
     }
 }

@@ -49,7 +49,8 @@ impl MemoryLog {
         let mut clock = self.clock.lock();
         let now = (self.now_ms)();
         let position = clock.next(now);
-        let encoded = EncodedEvent::new(position, &event.customer_id, &event.payload);
+        let encoded = EncodedEvent::new(position, &event.customer_id, &event.payload)
+            .with_traceparent(event.traceparent.as_deref());
         self.ring.extend([encoded.clone()], now);
         encoded
     }

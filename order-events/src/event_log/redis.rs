@@ -246,17 +246,19 @@ fn decode_event(id: StreamPosition, fields: &Value) -> Result<EncodedEvent, &'st
     let Value::Array(fields) = fields else {
         return Err("the entry has no fields");
     };
-    let (mut data, mut customer) = (None, None);
+    let (mut data, mut customer, mut traceparent) = (None, None, None);
     for pair in fields.chunks_exact(2) {
         match text(&pair[0]) {
             Some("data") => data = Some(text(&pair[1]).ok_or("`data` is not UTF-8 text")?),
             Some("customer") => customer = Some(text(&pair[1]).ok_or("`customer` is not UTF-8 text")?),
+            // A malformed traceparent only loses the trace link, never the event.
+            Some("traceparent") => traceparent = text(&pair[1]).filter(|t| crate::telemetry::is_traceparent(t)),
             _ => {}
         }
     }
     let data = data.ok_or("the entry has no `data` field")?;
     let customer = customer.ok_or("the entry has no `customer` field")?;
-    Ok(EncodedEvent::new(id, customer, data))
+    Ok(EncodedEvent::new(id, customer, data).with_traceparent(traceparent))
 }
 
 /// The entries of one stream in an `XREAD` reply: `[[key, entries]]`, or a map under RESP3.

@@ -203,3 +203,20 @@ async fn the_whole_path_works_through_a_sentinel_url() {
         "written to the primary the sentinel names"
     );
 }
+
+#[tokio::test]
+async fn the_stream_entry_carries_the_requests_traceparent() {
+    let redis = RedisServer::start();
+    let api = OrderApi::spawn(&redis.url(), &[]).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = reqwest::Client::new()
+        .post(api.url("/api/order"))
+        .header("traceparent", traceparent)
+        .json(&order_body("t", "TRACE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let entry = redis.cli(&["XRANGE", "{orders}:events", "-", "+"]);
+    assert!(entry.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "entry: {entry}");
+}
