@@ -55,6 +55,12 @@ pub async fn order_store(
 
 impl Application {
     pub async fn build(config: &Config, lifecycle: Lifecycle) -> anyhow::Result<Self> {
+        if config.store.redis_url.is_none() {
+            tracing::warn!(
+                "no --redis-url: order-api keeps events in its own memory, shared with no other process; \
+                 run `sse-orders` for the single-process setup"
+            );
+        }
         let store = order_store(&config.store, &config.api, None).await?;
         let state = ApiState {
             store: store.clone(),

@@ -114,6 +114,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &Config, lifecycle: Lifecycle) -> anyhow::Result<Self> {
+        if config.store.redis_url.is_none() {
+            tracing::warn!(
+                "no --redis-url: stream-gateway keeps events in its own memory, shared with no other process; \
+                 run `sse-orders` for the single-process setup"
+            );
+        }
         let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle).await?);
         let (routes, fast_path) = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
         let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone());

@@ -70,7 +70,7 @@ fn start_from(headers: &HeaderMap, query: &StreamQuery) -> Result<Start, Problem
             .map_err(|e| Problem::bad_request(format!("Last-Event-ID: {e}")))?;
         return Ok(Start::After(position));
     }
-    if let Some(text) = &query.last_event_id {
+    if let Some(text) = query.last_event_id.as_deref().filter(|t| !t.is_empty()) {
         let position = StreamPosition::parse(text).map_err(|e| Problem::bad_request(format!("lastEventId: {e}")))?;
         return Ok(Start::After(position));
     }
