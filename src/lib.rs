@@ -8,20 +8,17 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
 use clap::Parser;
 use order_api::OrderApiArgs;
 use order_api::app::{StoreReady, order_store};
 use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs};
 use order_events::event_log::memory::MemoryLog;
 use order_events::ops::{AllReady, finish_router};
-use order_events::server::{self, Interceptor};
+use order_events::server::Server;
 use order_events::shutdown::Lifecycle;
 use stream_gateway::GatewayArgs;
 use stream_gateway::app::{FeedReady, build_feed, gateway_router};
-use tokio::net::TcpListener;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -45,11 +42,7 @@ pub struct Config {
 }
 
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
-    fast_path: Arc<dyn Interceptor>,
-    lifecycle: Lifecycle,
-    grace: Duration,
+    server: Server,
 }
 
 impl Application {
@@ -69,29 +62,21 @@ impl Application {
         let (gateway, fast_path) = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
         let readiness = AllReady(vec![Arc::new(StoreReady(store)), Arc::new(FeedReady(feed))]);
         let router = finish_router(api.merge(gateway), Arc::new(readiness), lifecycle.clone());
-        let listener = server::bind(&config.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
-        Ok(Self {
-            listener,
+        let server = Server::bind(
+            &config.listen,
             router,
-            fast_path,
+            Some(fast_path),
             lifecycle,
-            grace: config.shutdown.shutdown_grace,
-        })
+            config.shutdown.shutdown_grace,
+        )?;
+        Ok(Self { server })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.server.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        server::serve_with(
-            self.listener,
-            self.router,
-            Some(self.fast_path),
-            self.lifecycle,
-            self.grace,
-        )
-        .await
+        self.server.run_until_stopped().await
     }
 }

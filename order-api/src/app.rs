@@ -4,27 +4,21 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::Router;
 use order_events::config::EventStoreArgs;
 use order_events::event_log::memory::MemoryLog;
 use order_events::ops::{ReadinessCheck, finish_router};
 use order_events::order_store::OrderStore;
 use order_events::order_store::memory::MemoryOrderStore;
-use order_events::server;
+use order_events::server::Server;
 use order_events::shutdown::Lifecycle;
-use tokio::net::TcpListener;
 
 use crate::config::{Config, OrderApiArgs};
 use crate::routes::{ApiState, router};
 
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
-    lifecycle: Lifecycle,
-    grace: Duration,
+    server: Server,
 }
 
 /// Ready while the store answers.
@@ -67,21 +61,15 @@ impl Application {
             max_body_bytes: config.api.max_body_bytes as usize,
         };
         let router = finish_router(router(state), Arc::new(StoreReady(store)), lifecycle.clone());
-        let listener = server::bind(&config.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
-        Ok(Self {
-            listener,
-            router,
-            lifecycle,
-            grace: config.shutdown.shutdown_grace,
-        })
+        let server = Server::bind(&config.listen, router, None, lifecycle, config.shutdown.shutdown_grace)?;
+        Ok(Self { server })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.server.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        server::serve(self.listener, self.router, self.lifecycle, self.grace).await
+        self.server.run_until_stopped().await
     }
 }

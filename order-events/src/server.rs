@@ -244,3 +244,40 @@ impl AsyncWrite for Prefixed {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// A bound listener with what it serves: the seam every `Application` and test uses (bind on
+/// port 0, read the address, run until the lifecycle stops).
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    interceptor: Option<Arc<dyn Interceptor>>,
+    lifecycle: Lifecycle,
+    grace: Duration,
+}
+
+impl Server {
+    pub fn bind(
+        listen: &ListenArgs,
+        router: Router,
+        interceptor: Option<Arc<dyn Interceptor>>,
+        lifecycle: Lifecycle,
+        grace: Duration,
+    ) -> anyhow::Result<Self> {
+        let listener = bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", listen.listen))?;
+        Ok(Self {
+            listener,
+            router,
+            interceptor,
+            lifecycle,
+            grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        serve_with(self.listener, self.router, self.interceptor, self.lifecycle, self.grace).await
+    }
+}

@@ -1,5 +1,7 @@
 //! Logs (JSON or text) through `tracing`, and traces exported over OTLP when configured.
 
+use std::io::IsTerminal;
+
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -31,7 +33,8 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> anyhow::Result<Telem
         .map_err(|e| anyhow::anyhow!("--log-filter/RUST_LOG `{}` is invalid: {e}", args.log_filter))?;
     let fmt = match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colour only for a terminal: escape codes make piped and collected logs unreadable.
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()).boxed(),
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let service = args.service_name.clone().unwrap_or_else(|| default_service.to_owned());

@@ -12,9 +12,8 @@ use order_events::config::{EventStoreArgs, ShutdownArgs};
 use order_events::event_log::EventLog;
 use order_events::event_log::memory::MemoryLog;
 use order_events::ops::{ReadinessCheck, finish_router};
-use order_events::server::{self, Interceptor};
+use order_events::server::{Interceptor, Server};
 use order_events::shutdown::Lifecycle;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, DeliveryMode, GatewayArgs};
@@ -105,11 +104,7 @@ pub fn gateway_router(
 }
 
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
-    fast_path: Arc<dyn Interceptor>,
-    lifecycle: Lifecycle,
-    grace: Duration,
+    server: Server,
 }
 
 impl Application {
@@ -123,29 +118,21 @@ impl Application {
         let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle).await?);
         let (routes, fast_path) = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
         let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone());
-        let listener = server::bind(&config.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", config.listen.listen))?;
-        Ok(Self {
-            listener,
+        let server = Server::bind(
+            &config.listen,
             router,
-            fast_path,
+            Some(fast_path),
             lifecycle,
-            grace: config.shutdown.shutdown_grace,
-        })
+            config.shutdown.shutdown_grace,
+        )?;
+        Ok(Self { server })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.server.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        server::serve_with(
-            self.listener,
-            self.router,
-            Some(self.fast_path),
-            self.lifecycle,
-            self.grace,
-        )
-        .await
+        self.server.run_until_stopped().await
     }
 }

@@ -183,14 +183,7 @@ async fn the_whole_path_works_through_a_sentinel_url() {
     let mut stream = open_stream(&client, &gateway.url("/api/order/stream"), None).await;
     let mut created = Vec::new();
     for n in 0..50 {
-        let response = client
-            .post(api.url("/api/order"))
-            .json(&order_body("s", &format!("S{n}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        created.push(response.json::<Value>().await.unwrap());
+        created.push(api.create(&client, &format!("S{n}")).await);
     }
     let events = stream.collect_orders(50, Duration::from_secs(20)).await;
     for ((id, data), created) in events.iter().zip(&created) {

@@ -169,3 +169,25 @@ pub async fn wait_ready(client: &reqwest::Client, gateway: &Gateway) {
     })
     .await;
 }
+
+impl OrderApi {
+    /// POSTs an order for `sku`, asserts 201 and returns the body.
+    pub async fn create(&self, client: &reqwest::Client, sku: &str) -> Value {
+        let response = client
+            .post(self.url("/api/order"))
+            .json(&order_body("c", sku))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 201, "POST /api/order");
+        response.json().await.expect("JSON body")
+    }
+
+    /// Like [`OrderApi::create`], returning the event id.
+    pub async fn create_event(&self, client: &reqwest::Client, sku: &str) -> String {
+        self.create(client, sku).await["eventId"]
+            .as_str()
+            .expect("eventId")
+            .to_owned()
+    }
+}

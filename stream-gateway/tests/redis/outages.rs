@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::helpers::{Gateway, OrderApi, RedisServer, Sse, eventually, open_stream, order_body, wait_ready};
@@ -52,16 +51,7 @@ async fn clients_of_a_killed_gateway_resume_on_another_without_loss_or_duplicate
     wait_ready(&client, &doomed).await;
     wait_ready(&client, &survivor).await;
     // Every client starts after the first order, so the expected list is known exactly.
-    let first: Value = client
-        .post(api.url("/api/order"))
-        .json(&order_body("c", "F0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let first_id = first["eventId"].as_str().unwrap().to_owned();
+    let first_id = api.create_event(&client, "F0").await;
 
     let (last_tx, last_rx) = tokio::sync::watch::channel(None);
     let followers: Vec<_> = (0..40)
@@ -81,19 +71,7 @@ async fn clients_of_a_killed_gateway_resume_on_another_without_loss_or_duplicate
         if n == 300 {
             doomed.kill();
         }
-        let response = client
-            .post(api.url("/api/order"))
-            .json(&order_body("c", &format!("F{n}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        expected.push(
-            response.json::<Value>().await.unwrap()["eventId"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        expected.push(api.create_event(&client, &format!("F{n}")).await);
     }
     last_tx.send(expected.last().cloned()).unwrap();
     let mut moved = 0;
@@ -123,14 +101,7 @@ async fn a_redis_outage_keeps_streams_open_refuses_posts_and_loses_nothing() {
 
     let mut created = Vec::new();
     for n in 0..50 {
-        let response = post(format!("B{n}")).await.unwrap();
-        assert_eq!(response.status(), 201);
-        created.push(
-            response.json::<Value>().await.unwrap()["eventId"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        created.push(api.create_event(&client, &format!("B{n}")).await);
     }
 
     redis.stop();
@@ -189,14 +160,7 @@ async fn a_redis_outage_keeps_streams_open_refuses_posts_and_loses_nothing() {
     })
     .await;
     for n in 50..100 {
-        let response = post(format!("A{n}")).await.unwrap();
-        assert_eq!(response.status(), 201);
-        created.push(
-            response.json::<Value>().await.unwrap()["eventId"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        created.push(api.create_event(&client, &format!("A{n}")).await);
     }
 
     for (mut stream, mut ids) in streams.into_iter().zip(received) {

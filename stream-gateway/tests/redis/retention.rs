@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::helpers::{Gateway, OrderApi, RedisServer, open_stream, order_body, wait_ready};
+use crate::helpers::{Gateway, OrderApi, RedisServer, open_stream, wait_ready};
 
 async fn an_old_cursor_gets_reset_then_continues(mode: &str) {
     let redis = RedisServer::start();
@@ -18,16 +18,7 @@ async fn an_old_cursor_gets_reset_then_continues(mode: &str) {
     wait_ready(&client, &gateway).await;
     let mut ids = Vec::new();
     for n in 0..300 {
-        let created: Value = client
-            .post(api.url("/api/order"))
-            .json(&order_body("c", &format!("T{n}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(created["eventId"].as_str().unwrap().to_owned());
+        ids.push(api.create_event(&client, &format!("T{n}")).await);
     }
     let retained: usize = redis.cli(&["XLEN", "{orders}:events"]).parse().unwrap();
     assert!(
