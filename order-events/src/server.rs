@@ -117,13 +117,14 @@ pub async fn serve_with(
         let builder = builder.clone();
         let interceptor = interceptor.clone();
         let watcher = graceful.watcher();
+        let stop_reading = stop.clone();
         tracker.spawn(async move {
             let io = match interceptor {
                 None => Prefixed {
                     prefix: Bytes::new(),
                     inner: stream,
                 },
-                Some(interceptor) => match offer(stream, interceptor).await {
+                Some(interceptor) => match offer(stream, interceptor, &stop_reading).await {
                     Some(io) => io,
                     None => return,
                 },
@@ -152,10 +153,18 @@ pub async fn serve_with(
 
 /// Reads the first request head; hands the connection to the interceptor when it wants it,
 /// else returns it (with the bytes read) for hyper.
-async fn offer(mut stream: TcpStream, interceptor: Arc<dyn Interceptor>) -> Option<Prefixed> {
+async fn offer(
+    mut stream: TcpStream,
+    interceptor: Arc<dyn Interceptor>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<Prefixed> {
     let mut buffer = BytesMut::with_capacity(1024);
     let head = loop {
-        let read = tokio::time::timeout(HEAD_READ_TIMEOUT, stream.read_buf(&mut buffer)).await;
+        // A connection that has not sent its request when the server stops is simply closed.
+        let read = tokio::select! {
+            _ = stop.cancelled() => return None,
+            read = tokio::time::timeout(HEAD_READ_TIMEOUT, stream.read_buf(&mut buffer)) => read,
+        };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) if buffer.is_empty() => return None,
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break None,

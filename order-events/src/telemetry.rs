@@ -34,7 +34,9 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> anyhow::Result<Telem
     let fmt = match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).boxed(),
         // Colour only for a terminal: escape codes make piped and collected logs unreadable.
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let service = args.service_name.clone().unwrap_or_else(|| default_service.to_owned());
