@@ -2,6 +2,7 @@
 //! chunks: the `retry:` hint, batches of events after the cursor, `reset` when the cursor fell
 //! behind retention, heartbeats when idle, and a spread-out close on shutdown.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use order_events::position::StreamPosition;
 use order_events::ring::RingRead;
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, watch};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::feed::{Backoff, Feed};
 
@@ -57,7 +58,9 @@ pub struct Delivery {
     cursor: StreamPosition,
     filter: Option<Box<str>>,
     changes: Option<watch::Receiver<StreamPosition>>,
-    stop: CancellationToken,
+    /// Fires at most one heartbeat interval after the last write; re-armed lazily when it fires.
+    heartbeat: Pin<Box<Sleep>>,
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     started: bool,
     close_at: Option<Instant>,
     closed: bool,
@@ -82,6 +85,7 @@ impl Delivery {
         stop: CancellationToken,
         open: OpenConnection,
     ) -> Self {
+        let settings_heartbeat = settings.heartbeat;
         let changes = match &*feed {
             Feed::Hub { ring, .. } => Some(ring.subscribe()),
             Feed::Poll { .. } => None,
@@ -92,7 +96,8 @@ impl Delivery {
             cursor,
             filter: filter.map(String::into_boxed_str),
             changes,
-            stop,
+            heartbeat: Box::pin(tokio::time::sleep(settings_heartbeat)),
+            stopped: Box::pin(stop.cancelled_owned()),
             started: false,
             close_at: None,
             closed: false,
@@ -144,10 +149,11 @@ impl Delivery {
                 }
             };
             let retry_in = backoff.delay();
-            let feed = self.feed.clone();
+            let closing = self.close_at;
+            let feed = &*self.feed;
             let changes = &mut self.changes;
             let wake = async move {
-                match (changes, &*feed) {
+                match (changes, feed) {
                     _ if failed => tokio::time::sleep(retry_in).await,
                     // The sender lives as long as the feed; an error only means it is gone.
                     (Some(changes), _) => {
@@ -157,21 +163,26 @@ impl Delivery {
                     (None, Feed::Hub { .. }) => tokio::time::sleep(retry_in).await,
                 }
             };
-            let heartbeat_at = self.last_write + self.settings.heartbeat;
-            let close_at = self.close_at;
-            let stop = self.stop.clone();
+            // The heartbeat timer and the stop future live as long as the connection: nothing
+            // is registered or re-armed per delivered event.
             tokio::select! {
                 biased;
-                _ = stop.cancelled(), if close_at.is_none() => {
+                _ = self.stopped.as_mut(), if closing.is_none() => {
                     let spread = self.settings.close_spread.as_millis() as u64;
                     let delay = if spread == 0 { 0 } else { rand::rng().random_range(0..spread) };
                     self.close_at = Some(Instant::now() + Duration::from_millis(delay));
                 }
-                _ = sleep_until_opt(close_at) => return Some(self.close()),
+                _ = sleep_until_opt(closing) => return Some(self.close()),
                 _ = wake => {}
-                _ = tokio::time::sleep_until(heartbeat_at) => {
-                    self.last_write = Instant::now();
-                    return Some(HEARTBEAT);
+                _ = self.heartbeat.as_mut() => {
+                    let now = Instant::now();
+                    let due = self.last_write + self.settings.heartbeat;
+                    if due <= now {
+                        self.last_write = now;
+                        self.heartbeat.as_mut().reset(now + self.settings.heartbeat);
+                        return Some(HEARTBEAT);
+                    }
+                    self.heartbeat.as_mut().reset(due);
                 }
             }
         }

@@ -99,10 +99,20 @@ async fn write_events(mut stream: TcpStream, mut delivery: Delivery) {
     }
     drop(opening);
     let (mut reader, mut writer) = stream.split();
-    // Clients send nothing more; a read only tells that the client closed the connection.
-    let mut discard = [0u8; 64];
+    // Clients send nothing more: reading only tells that the client closed the connection. The
+    // future lives as long as the stream, so nothing is registered again per event.
+    let client_gone = async move {
+        let mut discard = [0u8; 64];
+        while let Ok(read) = reader.read(&mut discard).await {
+            if read == 0 {
+                break;
+            }
+        }
+    };
+    let mut client_gone = std::pin::pin!(client_gone);
     loop {
         tokio::select! {
+            biased;
             chunk = delivery.next_chunk() => match chunk {
                 Some(chunk) => {
                     if writer.write_all(&chunk).await.is_err() {
@@ -111,10 +121,7 @@ async fn write_events(mut stream: TcpStream, mut delivery: Delivery) {
                 }
                 None => break,
             },
-            read = reader.read(&mut discard) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
+            _ = &mut client_gone => return,
         }
     }
     let _ = writer.shutdown().await;
