@@ -1,1 +1,27 @@
-fn main() {}
+//! `loadgen`: run a scenario against an SSE server, or summarise a folder of runs.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use loadgen::config::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(config) => {
+            if let Err(message) = config.validate() {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+            let report = loadgen::run::run(&config)?;
+            print!("{}", report.summary());
+            if let Some(out) = &config.out {
+                loadgen::write_outputs(&report, out, !config.no_plots)?;
+            }
+        }
+        Command::Report(config) => {
+            let out = loadgen::compare::write(&config)?;
+            println!("wrote {}", out.display());
+        }
+    }
+    Ok(())
+}
