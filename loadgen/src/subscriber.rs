@@ -17,8 +17,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::http::{ResponseHead, parse_head};
-use crate::publisher::new_histogram;
 use crate::ledger::{Clock, Ledger};
+use crate::publisher::new_histogram;
 use crate::sse::{BodyDecoder, ChunkedDecoder, EventId, SseItem, SseParser};
 
 /// Size of the read buffer shared by every connection of the thread.
@@ -80,7 +80,6 @@ impl DeliveryStats {
         }
     }
 }
-
 
 /// State shared by the connections of the subscriber thread.
 pub struct Subscribers {
