@@ -2,7 +2,7 @@
 # Runs every benchmark scenario against sse-orders and the references (Nchan with memory and
 # Redis storage, a plain axum server, the floor) in one go and writes bench/results/.
 #
-#   bench/run.sh                     full run (about 40 minutes)
+#   bench/run.sh                     full run (about 20 minutes on an idle machine)
 #   BENCH_QUICK=1 bench/run.sh       every scenario briefly at reduced N (a smoke run)
 #
 # Environment:
@@ -13,6 +13,7 @@
 #   BENCH_RESULTS=dir      where to write (default bench/results)
 #   BENCH_SERVER_CPU=0 BENCH_LOADGEN_CPU=1   cores for taskset
 #   BENCH_SKIP_BUILD=1     use the release binaries already built
+#   BENCH_KEEP_RESULTS=1   keep the other results (rerun a few scenarios or servers)
 #   BENCH_QUIET_WAIT=300   before each run, wait up to this many seconds for an idle machine
 #   BENCH_ATTEMPTS=3       runs disturbed by other processes (30% of a core or more) are repeated
 #   CARGO_TARGET_DIR       where cargo builds (default target/)
@@ -378,7 +379,12 @@ main() {
     install_missing
     build
     mkdir -p "$RESULTS"
-    rm -f "$RESULTS"/*.json "$RESULTS"/*.png "$RESULTS/runs.log" "$RESULTS/summary.md"
+    # A partial rerun (BENCH_KEEP_RESULTS=1) replaces only the runs it repeats.
+    if [[ ${BENCH_KEEP_RESULTS:-0} != 1 ]]; then
+        # Only what this script writes: other files in the folder are left alone.
+        rm -f "$RESULTS"/*--*.json "$RESULTS"/compare-*.png "$RESULTS/redis-benchmark-xadd.json" \
+            "$RESULTS/machine.txt" "$RESULTS/runs.log" "$RESULTS/summary.md"
+    fi
     versions
     start_redis
     local scenario server

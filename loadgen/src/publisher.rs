@@ -22,6 +22,9 @@ pub struct PublishPlan {
     pub url: HttpUrl,
     pub rate: f64,
     pub count: u64,
+    /// Publishing stops at this point even if events remain: open-loop load is offered for a
+    /// fixed time, and what a slow server did not take is reported as unsent.
+    pub duration: Duration,
     pub max_outstanding: u32,
     pub event_bytes: usize,
     pub order_pad_items: u32,
@@ -139,8 +142,15 @@ async fn publish(plan: PublishPlan, clock: Clock, ledger: Arc<Ledger>) -> Publis
     for seq in 0..plan.count {
         let due_ns = (seq as f64 * interval_ns) as u64;
         tokio::time::sleep_until(start + Duration::from_nanos(due_ns)).await;
-        let Some(mut connection) = idle_rx.recv().await else {
+        let deadline = start + plan.duration;
+        // `timeout_at` would still take a free slot after the deadline: check it first.
+        if plan.abort.load(std::sync::atomic::Ordering::Relaxed) || tokio::time::Instant::now() >= deadline {
             break;
+        }
+        let mut connection = match tokio::time::timeout_at(deadline, idle_rx.recv()).await {
+            Ok(Some(connection)) => connection,
+            // Every slot still busy at the end of the publishing time, or the pool closed.
+            Ok(None) | Err(_) => break,
         };
         let sent_ns = clock.now_ns();
         let lag_us = sent_ns.saturating_sub(start_ns + due_ns) / 1000;

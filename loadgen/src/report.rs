@@ -65,6 +65,10 @@ pub struct PublishFigures {
     pub mode: String,
     pub target_rate: f64,
     pub max_outstanding: u32,
+    /// Events the schedule held (rate × duration).
+    #[serde(default)]
+    pub planned: u64,
+    /// Events sent before the publishing time ran out.
     pub attempted: u64,
     pub accepted: u64,
     pub failed: u64,

@@ -54,6 +54,7 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
             url: url.clone(),
             rate: config.rate,
             count: ((config.rate * config.duration.as_secs_f64()).round() as u64).max(1),
+            duration: config.duration,
             max_outstanding: config.max_outstanding,
             event_bytes: config.event_bytes as usize,
             order_pad_items: config.order_pad_items,
@@ -178,6 +179,7 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
             mode: format!("{:?}", config.publish).to_lowercase(),
             target_rate: config.rate,
             max_outstanding: config.max_outstanding,
+            planned: publish_plan.as_ref().map_or(0, |plan| plan.count),
             attempted: p.attempted,
             accepted: p.accepted,
             failed: p.failures.values().sum(),
@@ -304,6 +306,16 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
         notes.push("the server used its whole core (saturated)".into());
     }
     if let Some(p) = &publish {
+        if p.attempted < p.planned {
+            notes.push(format!(
+                "{} of {} events were not sent within --duration: the server took POSTs too slowly (publisher starved)",
+                p.planned - p.attempted,
+                p.planned
+            ));
+        }
+        if p.failed > 0 {
+            notes.push(format!("{} POST(s) failed: {:?}", p.failed, p.failures));
+        }
         if p.schedule_lag_ms.p99 > (1000.0 / config.rate).max(10.0) {
             notes.push(format!(
                 "the publisher fell behind its schedule (lag p99 {:.1} ms): the server answered POSTs too slowly",

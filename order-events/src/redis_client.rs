@@ -500,6 +500,12 @@ local function apply_retention(stream, marker, max_len, max_age_ms, now_ms)
     end
   end
   if max_age_ms > 0 and now_ms > max_age_ms then
+    -- Reading the oldest entry is cheap; the reverse search is not, so it runs only when
+    -- something has actually expired.
+    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+    if #oldest == 0 or tonumber(string.match(oldest[1][1], '^(%d+)-')) >= now_ms - max_age_ms then
+      return
+    end
     local boundary = string.format('%.0f-0', now_ms - max_age_ms)
     local last = redis.call('XREVRANGE', stream, '(' .. boundary, '-', 'COUNT', 1)
     if #last > 0 then
