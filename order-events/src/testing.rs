@@ -1,9 +1,11 @@
 //! Test support for the workspace's integration tests (feature `testing`).
 
+mod polling;
 mod redis_server;
 mod sentinel;
 mod sse_client;
 
+pub use polling::eventually;
 pub use redis_server::{RedisServer, free_port};
 pub use sentinel::Sentinel;
 pub use sse_client::{Sse, SseClient};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use order_events::domain::{Order, OrderCreated, OrderRequest};
 use order_events::order_store::{IdempotencyKey, NewOrder, request_fingerprint};
 use order_events::redis_client::{DEFAULT_STREAM_KEY, RedisSettings, RetentionSettings};
-pub use order_events::testing::{RedisServer, Sentinel};
+pub use order_events::testing::{RedisServer, Sentinel, eventually};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -54,19 +54,6 @@ pub fn new_order(customer: &str, sku: &str, idempotency_key: Option<&str>) -> Ne
         ),
         idempotency: idempotency_key.map(|key| (IdempotencyKey::parse(key).unwrap(), request_fingerprint(&request))),
         order,
-    }
-}
-
-/// Polls `check` every 20 ms until it holds, failing the test after `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

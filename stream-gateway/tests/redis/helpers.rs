@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 use order_events::shutdown::Lifecycle;
-pub use order_events::testing::{RedisServer, Sentinel, Sse, SseClient};
+pub use order_events::testing::{RedisServer, Sentinel, Sse, SseClient, eventually};
 use serde_json::{Value, json};
 
 /// A stream-gateway process.
@@ -146,19 +146,6 @@ pub async fn open_stream(client: &reqwest::Client, url: &str, last_event_id: Opt
     let response = request.send().await.expect("GET stream");
     assert_eq!(response.status(), 200, "GET {url}");
     SseClient::new(response.bytes_stream().map(|r| r.map_err(|e| e.to_string())).boxed())
-}
-
-/// Polls `check` every 20 ms until it holds or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Waits until a gateway reports ready (its tail reader follows the stream).
