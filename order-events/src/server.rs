@@ -78,12 +78,8 @@ const MAX_HEAD_BYTES: usize = 8 * 1024;
 const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
-/// Serves `router` until `lifecycle` stops, then waits at most `grace` for open connections.
-pub async fn serve(listener: TcpListener, router: Router, lifecycle: Lifecycle, grace: Duration) -> io::Result<()> {
-    serve_with(listener, router, None, lifecycle, grace).await
-}
-
-/// Like [`serve`], offering each connection's first request to `interceptor` first.
+/// Serves `router` until `lifecycle` stops, offering each connection's first request to
+/// `interceptor` first, then waits at most `grace` for open connections.
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,

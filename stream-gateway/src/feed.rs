@@ -185,10 +185,6 @@ impl Backoff {
         self.attempt = 0;
     }
 
-    pub fn is_reset(&self) -> bool {
-        self.attempt == 0
-    }
-
     pub fn delay(&mut self) -> Duration {
         let delay = Duration::from_millis(50u64.saturating_mul(1 << self.attempt.min(6))).min(Duration::from_secs(2));
         self.attempt += 1;

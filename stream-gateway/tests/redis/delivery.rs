@@ -147,15 +147,7 @@ async fn orders_written_through_redis_read_back_from_any_instance() {
     let first = OrderApi::spawn(&redis.url(), &[]).await;
     let second = OrderApi::spawn(&redis.url(), &[]).await;
     let client = reqwest::Client::new();
-    let created: Value = client
-        .post(first.url("/api/order"))
-        .json(&order_body("c", "RB"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = first.create(&client, "RB").await;
     let path = format!("/api/order/{}", created["orderId"].as_str().unwrap());
     let fetched: Value = client
         .get(second.url(&path))
