@@ -22,6 +22,8 @@ pub struct Metrics {
     pub http_request_seconds: HistogramVec,
     pub event_log_retained: IntGauge,
     pub ready: IntGauge,
+    pub fan_out_parked: IntGauge,
+    pub fan_out_handbacks: IntCounter,
 }
 
 const PREFIX: &str = "sse_orders";
@@ -96,6 +98,16 @@ impl Metrics {
             event_log_retained: IntGauge::new(name("event_log_retained_events"), "Events held in this process' ring")
                 .unwrap(),
             ready: IntGauge::new(name("ready"), "1 when the process reports ready").unwrap(),
+            fan_out_parked: IntGauge::new(
+                name("fan_out_parked_connections"),
+                "Caught-up connections the fan-out writer writes to directly",
+            )
+            .unwrap(),
+            fan_out_handbacks: IntCounter::new(
+                name("fan_out_handbacks_total"),
+                "Connections handed back to their own task (socket full, cursor behind, or shutdown)",
+            )
+            .unwrap(),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -112,6 +124,8 @@ impl Metrics {
             Box::new(metrics.http_request_seconds.clone()),
             Box::new(metrics.event_log_retained.clone()),
             Box::new(metrics.ready.clone()),
+            Box::new(metrics.fan_out_parked.clone()),
+            Box::new(metrics.fan_out_handbacks.clone()),
         ];
         for collector in collectors {
             // Names are unique constants, so registration cannot collide.

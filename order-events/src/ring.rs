@@ -128,17 +128,30 @@ impl EventRing {
         filter: Option<&str>,
         out: &mut Vec<Bytes>,
     ) -> RingRead {
+        self.read_range(cursor, StreamPosition::MAX, max, max_bytes, filter, out)
+    }
+
+    /// Like [`read_after`](Self::read_after), but stops at `until` (included).
+    pub fn read_range(
+        &self,
+        cursor: StreamPosition,
+        until: StreamPosition,
+        max: usize,
+        max_bytes: usize,
+        filter: Option<&str>,
+        out: &mut Vec<Bytes>,
+    ) -> RingRead {
         let window = self.window.read();
         if cursor < window.floor {
             return RingRead::Behind;
         }
         let start = window.events.partition_point(|e| e.position <= cursor);
-        if start == window.events.len() {
+        if start == window.events.len() || window.events[start].position > until {
             return RingRead::UpToDate;
         }
         let (mut count, mut bytes, mut last, mut first_ms) = (0, 0, cursor, 0);
         for event in window.events.range(start..) {
-            if count >= max || (count > 0 && bytes + event.frame.len() > max_bytes) {
+            if event.position > until || count >= max || (count > 0 && bytes + event.frame.len() > max_bytes) {
                 break;
             }
             last = event.position;
@@ -234,6 +247,40 @@ mod tests {
         out.clear();
         assert_eq!(
             ring.read_after(StreamPosition::new(5, 0), 10, usize::MAX, None, &mut out),
+            RingRead::UpToDate
+        );
+    }
+
+    #[test]
+    fn range_reads_stop_at_the_upper_bound() {
+        let ring = ring(10);
+        ring.extend((1..=5).map(|ms| event(ms, "a")), 0);
+        let mut out = Vec::new();
+        let read = ring.read_range(
+            StreamPosition::new(1, 0),
+            StreamPosition::new(3, 0),
+            10,
+            usize::MAX,
+            None,
+            &mut out,
+        );
+        assert_eq!(
+            read,
+            RingRead::Events {
+                count: 2,
+                last: StreamPosition::new(3, 0),
+                first_ms: 2
+            }
+        );
+        assert_eq!(
+            ring.read_range(
+                StreamPosition::new(3, 0),
+                StreamPosition::new(3, 0),
+                10,
+                usize::MAX,
+                None,
+                &mut out
+            ),
             RingRead::UpToDate
         );
     }

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, DeliveryMode, GatewayArgs};
 use crate::delivery::DeliverySettings;
+use crate::fan_out::FanOut;
 use crate::fast_path::SseFastPath;
 use crate::feed::Feed;
 use crate::routes::{GatewayState, router};
@@ -100,7 +101,15 @@ pub fn gateway_router(
         connections: Arc::new(Semaphore::new(gateway.max_connections as usize)),
         stop: lifecycle.stop_token(),
     };
-    (router(state.clone()), Arc::new(SseFastPath { state }))
+    let fan_out = match &*state.feed {
+        Feed::Hub { ring, .. } => Some(FanOut::spawn(
+            ring.clone(),
+            gateway.heartbeat_interval,
+            lifecycle.stop_token(),
+        )),
+        Feed::Poll { .. } => None,
+    };
+    (router(state.clone()), Arc::new(SseFastPath { state, fan_out }))
 }
 
 pub struct Application {

@@ -115,6 +115,23 @@ impl Delivery {
         })
     }
 
+    /// The cursor to park at, when the fan-out may write this stream: a hub feed, no filter,
+    /// the opening written, not closing.
+    pub fn parkable_cursor(&self) -> Option<StreamPosition> {
+        let parkable = matches!(*self.feed, Feed::Hub { .. })
+            && self.filter.is_none()
+            && self.started
+            && self.close_at.is_none()
+            && !self.closed;
+        parkable.then_some(self.cursor)
+    }
+
+    /// Continues after the fan-out wrote this stream up to `cursor`.
+    pub fn resume(&mut self, cursor: StreamPosition) {
+        self.cursor = cursor;
+        self.last_write = Instant::now();
+    }
+
     /// The next bytes to write; `None` once the stream has ended.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
         if self.closed {

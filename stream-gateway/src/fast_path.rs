@@ -3,6 +3,7 @@
 //! close-delimited body needs no chunk framing), and the connection holds no HTTP buffers, so
 //! a connection costs a task and a cursor.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,10 +12,11 @@ use futures_util::future::BoxFuture;
 use order_events::metrics::Metrics;
 use order_events::problem::Problem;
 use order_events::server::{Interceptor, RequestHead};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::delivery::Delivery;
+use crate::fan_out::{FanOut, Handoff};
 use crate::routes::{GatewayState, StreamQuery, open_delivery};
 
 pub const STREAM_PATH: &str = "/api/order/stream";
@@ -24,6 +26,8 @@ x-accel-buffering: no\r\nconnection: close\r\n\r\n";
 
 pub struct SseFastPath {
     pub state: GatewayState,
+    /// Present in hub mode: writes caught-up streams.
+    pub fan_out: Option<Arc<FanOut>>,
 }
 
 impl Interceptor for SseFastPath {
@@ -57,7 +61,7 @@ impl SseFastPath {
             .with_label_values(&["GET", STREAM_PATH])
             .observe(started.elapsed().as_secs_f64());
         match opened {
-            Ok(delivery) => write_events(stream, delivery).await,
+            Ok(delivery) => write_events(stream, delivery, self.fan_out.clone()).await,
             Err(problem) => {
                 let _ = stream.write_all(&problem_response(&problem)).await;
                 let _ = stream.shutdown().await;
@@ -85,8 +89,10 @@ fn header_map(head: &RequestHead) -> HeaderMap {
     map
 }
 
-/// Writes the stream until it ends, the client goes away, or a write fails.
-async fn write_events(mut stream: TcpStream, mut delivery: Delivery) {
+/// Writes the stream until it ends, the client goes away, or a write fails. While the stream
+/// is caught up it is parked in the fan-out, which writes new events straight into the socket;
+/// this task then only waits for the client to leave or the fan-out to hand the stream back.
+async fn write_events(stream: TcpStream, mut delivery: Delivery, fan_out: Option<Arc<FanOut>>) {
     // The head and the `retry:` hint leave in one write.
     let Some(first) = delivery.next_chunk().await else {
         return;
@@ -94,37 +100,92 @@ async fn write_events(mut stream: TcpStream, mut delivery: Delivery) {
     let mut opening = Vec::with_capacity(HEAD.len() + first.len());
     opening.extend_from_slice(HEAD);
     opening.extend_from_slice(&first);
-    if stream.write_all(&opening).await.is_err() {
+    let stream = Arc::new(stream);
+    if write_all(&stream, &opening).await.is_err() {
         return;
     }
     drop(opening);
-    let (mut reader, mut writer) = stream.split();
+    if !stream_events(&stream, &mut delivery, fan_out).await {
+        return;
+    }
+    // The fan-out let go of the socket when it handed the stream back.
+    if let Ok(mut stream) = Arc::try_unwrap(stream) {
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Writes events until the stream ends (true) or the client or socket is gone (false).
+async fn stream_events(stream: &Arc<TcpStream>, delivery: &mut Delivery, fan_out: Option<Arc<FanOut>>) -> bool {
     // Clients send nothing more: reading only tells that the client closed the connection. The
     // future lives as long as the stream, so nothing is registered again per event.
-    let client_gone = async move {
-        let mut discard = [0u8; 64];
-        while let Ok(read) = reader.read(&mut discard).await {
-            if read == 0 {
-                break;
+    let mut client_gone = std::pin::pin!(client_gone(stream));
+    let mut may_park = true;
+    loop {
+        if let (true, Some(fan_out), Some(cursor)) = (may_park, &fan_out, delivery.parkable_cursor()) {
+            if let Some(parked) = fan_out.park(cursor, stream.clone()) {
+                let handoff = tokio::select! {
+                    biased;
+                    handoff = parked.slot().handed_back() => handoff,
+                    _ = &mut client_gone => return false,
+                };
+                drop(parked);
+                match handoff {
+                    Handoff::Failed => return false,
+                    Handoff::Resume { cursor, pending } => {
+                        delivery.resume(cursor);
+                        if write_all(stream, &pending).await.is_err() {
+                            return false;
+                        }
+                        // Park again only after writing something: a stream handed back with
+                        // nothing owed (its cursor is not the fan-out's) reads on by itself.
+                        may_park = !pending.is_empty();
+                    }
+                }
+                continue;
             }
         }
-    };
-    let mut client_gone = std::pin::pin!(client_gone);
-    loop {
         tokio::select! {
             biased;
             chunk = delivery.next_chunk() => match chunk {
                 Some(chunk) => {
-                    if writer.write_all(&chunk).await.is_err() {
-                        return;
+                    if write_all(stream, &chunk).await.is_err() {
+                        return false;
                     }
+                    may_park = true;
                 }
-                None => break,
+                None => return true,
             },
-            _ = &mut client_gone => return,
+            _ = &mut client_gone => return false,
         }
     }
-    let _ = writer.shutdown().await;
+}
+
+/// Completes when the client has closed its side (or the socket failed).
+async fn client_gone(stream: &TcpStream) {
+    let mut discard = [0u8; 64];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut discard) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 fn problem_response(problem: &Problem) -> Vec<u8> {

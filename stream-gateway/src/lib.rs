@@ -5,6 +5,7 @@
 //! - [`feed`]: where events come from: the hub (one tail reader, a shared ring) or polling.
 //! - [`delivery`]: one connection's cursor and the loop that writes its stream.
 //! - [`fast_path`]: the same stream served straight on the socket for HTTP/1.1 clients.
+//! - [`fan_out`]: one writer that puts each new event into every caught-up fast-path socket.
 //! - [`routes`]: the SSE handler (start position, limits, headers) and the demo page.
 //! - [`redis`]: connecting the Redis event log.
 //! - [`app`]: `Application`: builds the feed, binds, serves until stopped.
@@ -13,6 +14,7 @@
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod fan_out;
 pub mod fast_path;
 pub mod feed;
 pub mod redis;

@@ -4,9 +4,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Sse, SseClient, deadline, large_order_body, order_body, order_of, spawn_app};
+use crate::helpers::{
+    Sse, deadline, large_order_body, open_raw_stream, order_body, order_of, raw_sse_client, spawn_app,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order() {
@@ -153,16 +154,7 @@ async fn a_cursor_older_than_retention_gets_reset_first_then_continues() {
 async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bound() {
     let app = spawn_app(&["--replay-window", "0s", "--log-capacity", "1000"]).await;
     // A client that sends its request and then never reads, with a tiny receive window.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(app.addr).await.unwrap();
-    stalled
-        .write_all(b"GET /api/order/stream HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = [0u8; 64];
-    let n = stalled.read(&mut head).await.unwrap();
-    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    let stalled = open_raw_stream(app.addr, 4096).await;
     let mut reader = app.open_stream(None, "").await;
 
     let publisher = {
@@ -193,17 +185,7 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
 
     // The stalled client now reads: it was never buffered more than the log holds, so it sees
     // a prefix, then a reset naming the oldest retained event, then the rest without a gap.
-    let stream = futures_util::stream::unfold(stalled, |mut socket| async move {
-        let mut buffer = vec![0u8; 16 * 1024];
-        match socket.read(&mut buffer).await {
-            Ok(0) | Err(_) => None,
-            Ok(n) => {
-                buffer.truncate(n);
-                Some((Ok(axum::body::Bytes::from(buffer)), socket))
-            }
-        }
-    });
-    let mut late = SseClient::new(Box::pin(stream));
+    let mut late = raw_sse_client(stalled, 16 * 1024);
     let all: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
     let (mut before, mut after, mut oldest) = (Vec::new(), Vec::new(), None);
     let until = deadline(60);
@@ -243,4 +225,80 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
     assert!(resume > before.len(), "the reset was needed");
     assert_eq!(after, all[resume..]);
     assert!(after.len() <= 1000, "only retained events follow the reset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_fall_out_of_the_fan_out_and_catch_up_without_gaps() {
+    let app = spawn_app(&["--replay-window", "0s"]).await;
+    let mut fast = Vec::new();
+    for _ in 0..5 {
+        fast.push(app.open_stream(None, "").await);
+    }
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        slow.push(open_raw_stream(app.addr, 4096).await);
+    }
+    order_events::testing::eventually(Duration::from_secs(10), "every caught-up stream parks", || async {
+        app.metric("sse_orders_fan_out_parked_connections").await == 10.0
+    })
+    .await;
+
+    // About 5 MB of events while the slow clients read nothing: far more than their sockets
+    // hold, so the fan-out must hand them back to their own tasks.
+    const ORDERS: usize = 3000;
+    let mut writers = Vec::new();
+    for task in 0..3 {
+        let client = app.client.clone();
+        let url = app.url("/api/order");
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..ORDERS / 3 {
+                let body = large_order_body(&format!("customer-{task}"), &format!("SKU-{task}-{n}"), 20);
+                let response = client.post(&url).json(&body).send().await.expect("POST");
+                assert_eq!(response.status(), 201);
+                let created: Value = response.json().await.expect("body");
+                ids.push(created["eventId"].as_str().expect("eventId").to_owned());
+            }
+            ids
+        }));
+    }
+    let fast_readers: Vec<_> = fast
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let events = client.collect_orders(ORDERS, Duration::from_secs(120)).await;
+                (events, client)
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for writer in writers {
+        created.extend(writer.await.expect("writer"));
+    }
+    let mut expected: Vec<order_events::StreamPosition> = created.iter().map(|id| id.parse().expect("id")).collect();
+    expected.sort();
+    assert!(app.metric("sse_orders_fan_out_handbacks_total").await >= 5.0);
+
+    let slow_readers: Vec<_> = slow
+        .into_iter()
+        .map(|socket| {
+            tokio::spawn(async move {
+                let mut client = raw_sse_client(socket, 1500);
+                let events = client.collect_orders(ORDERS, Duration::from_secs(120)).await;
+                (events, client)
+            })
+        })
+        .collect();
+    let mut open = Vec::new();
+    for reader in fast_readers.into_iter().chain(slow_readers) {
+        let (events, client) = reader.await.expect("reader");
+        let ids: Vec<order_events::StreamPosition> = events.iter().map(|(id, _)| id.parse().expect("id")).collect();
+        assert_eq!(ids, expected, "every event once, in id order");
+        open.push(client);
+    }
+    // Caught up again, every stream is back in the fan-out.
+    order_events::testing::eventually(Duration::from_secs(10), "caught-up streams park again", || async {
+        app.metric("sse_orders_fan_out_parked_connections").await == 10.0
+    })
+    .await;
 }

@@ -110,6 +110,39 @@ impl TestApp {
     }
 }
 
+/// Opens `GET /api/order/stream` on a raw socket with a small receive buffer, so the server's
+/// writes fill it quickly when the socket is not read; returns it after the response head.
+pub async fn open_raw_stream(addr: SocketAddr, receive_buffer: u32) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(receive_buffer).expect("SO_RCVBUF");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /api/order/stream HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .expect("request");
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).await.expect("response head");
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "stream opens with 200");
+    stream
+}
+
+/// Parses SSE from a raw socket, reading at most `read_size` bytes at a time.
+pub fn raw_sse_client(socket: tokio::net::TcpStream, read_size: usize) -> SseClient {
+    use tokio::io::AsyncReadExt;
+    let stream = futures_util::stream::unfold(socket, move |mut socket| async move {
+        let mut buffer = vec![0u8; read_size];
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buffer)), socket))
+            }
+        }
+    });
+    SseClient::new(stream.boxed())
+}
+
 /// The POST response without `eventId`: exactly what the event's data must be.
 pub fn order_of(created: &Value) -> Value {
     let mut order = created.clone();

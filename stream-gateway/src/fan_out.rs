@@ -1,0 +1,392 @@
+//! `FanOut`: one task that writes each new event straight into the socket of every caught-up
+//! HTTP/1.1 connection, so a delivery costs one `write` and no task wake-up. A connection
+//! whose socket has no room, or whose cursor falls behind the ring, is handed back to its own
+//! task with exactly the bytes and cursor it still owes; it parks again once it has caught up.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use order_events::event_log::memory::wall_clock_ms;
+use order_events::frame::HEARTBEAT;
+use order_events::metrics::Metrics;
+use order_events::position::StreamPosition;
+use order_events::ring::{EventRing, RingRead};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes of events written to a connection in one `write`.
+const CHUNK_BYTES: usize = 64 * 1024;
+const CHUNK_EVENTS: usize = 1024;
+/// Sockets written between two yields to the scheduler, so accepts and publishes run during a
+/// long fan-out round.
+const WRITES_PER_YIELD: usize = 256;
+
+/// What a parked connection gets back when the fan-out stops writing for it.
+#[derive(Debug)]
+pub enum Handoff {
+    /// Write `pending` first (events up to and including `cursor`), then continue from `cursor`.
+    Resume { cursor: StreamPosition, pending: Bytes },
+    /// The socket failed: the connection is over.
+    Failed,
+}
+
+/// A parked connection's side of the hand-off.
+pub struct Slot {
+    handoff: Mutex<Option<Handoff>>,
+    returned: Notify,
+    gone: AtomicBool,
+}
+
+impl Slot {
+    /// Waits until the fan-out hands the connection back.
+    pub async fn handed_back(&self) -> Handoff {
+        loop {
+            if let Some(handoff) = self.handoff.lock().take() {
+                return handoff;
+            }
+            self.returned.notified().await;
+        }
+    }
+
+    fn give(&self, handoff: Handoff) {
+        *self.handoff.lock() = Some(handoff);
+        self.returned.notify_one();
+    }
+}
+
+/// Leaves the fan-out when dropped (the client went away or its task ended).
+pub struct Parked {
+    slot: Arc<Slot>,
+    fan_out: Arc<FanOut>,
+}
+
+impl Parked {
+    pub fn slot(&self) -> &Slot {
+        &self.slot
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if !self.slot.gone.swap(true, Ordering::AcqRel) {
+            self.fan_out.departed.store(true, Ordering::Release);
+            self.fan_out.wake.notify_one();
+        }
+    }
+}
+
+struct Member {
+    stream: Arc<TcpStream>,
+    slot: Arc<Slot>,
+}
+
+impl Member {
+    /// Gives the connection back to its task; the socket is released first so only the task
+    /// writes to it from now on.
+    fn hand_back(self, handoff: Handoff) {
+        Metrics::global().fan_out_handbacks.inc();
+        drop(self.stream);
+        self.slot.gone.store(true, Ordering::Release);
+        self.slot.give(handoff);
+    }
+}
+
+struct Joiner {
+    cursor: StreamPosition,
+    member: Member,
+}
+
+#[derive(Default)]
+struct Joins {
+    waiting: Vec<Joiner>,
+    closed: bool,
+}
+
+pub struct FanOut {
+    joins: Mutex<Joins>,
+    wake: Notify,
+    /// A parked connection left: drop it from the members.
+    departed: AtomicBool,
+}
+
+/// Events after one cursor, cut into writes.
+struct Chunk {
+    bytes: Bytes,
+    last: StreamPosition,
+    events: u64,
+    first_ms: u64,
+}
+
+enum Written {
+    All,
+    Short(Handoff),
+}
+
+impl FanOut {
+    /// Starts the writer over `ring`; it hands every connection back when `stop` fires.
+    pub fn spawn(ring: Arc<EventRing>, heartbeat: Duration, stop: CancellationToken) -> Arc<Self> {
+        let fan_out = Arc::new(Self {
+            joins: Mutex::new(Joins::default()),
+            wake: Notify::new(),
+            departed: AtomicBool::new(false),
+        });
+        tokio::spawn(fan_out.clone().run(ring, heartbeat, stop));
+        fan_out
+    }
+
+    /// Parks a connection whose stream has been written up to `cursor`. `None` once the
+    /// fan-out has stopped: the connection carries on by itself.
+    pub fn park(self: &Arc<Self>, cursor: StreamPosition, stream: Arc<TcpStream>) -> Option<Parked> {
+        let slot = Arc::new(Slot {
+            handoff: Mutex::new(None),
+            returned: Notify::new(),
+            gone: AtomicBool::new(false),
+        });
+        {
+            let mut joins = self.joins.lock();
+            if joins.closed {
+                return None;
+            }
+            joins.waiting.push(Joiner {
+                cursor,
+                member: Member {
+                    stream,
+                    slot: slot.clone(),
+                },
+            });
+        }
+        self.wake.notify_one();
+        Some(Parked {
+            slot,
+            fan_out: self.clone(),
+        })
+    }
+
+    async fn run(self: Arc<Self>, ring: Arc<EventRing>, heartbeat: Duration, stop: CancellationToken) {
+        let mut changes = ring.subscribe();
+        let mut members: Vec<Member> = Vec::new();
+        let mut cursor = ring.newest();
+        let mut last_write = Instant::now();
+        let mut chunks = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = changes.changed() => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(last_write + heartbeat) => {
+                    last_write = Instant::now();
+                    let beat = Chunk { bytes: HEARTBEAT, last: cursor, events: 0, first_ms: 0 };
+                    write_to_members(&mut members, &beat).await;
+                }
+            }
+            changes.borrow_and_update();
+            if self.departed.swap(false, Ordering::AcqRel) {
+                members.retain(|member| !member.slot.gone.load(Ordering::Acquire));
+            }
+
+            let newest = ring.newest();
+            if newest == StreamPosition::MAX || newest < cursor {
+                // The ring does not follow a log yet, or restarted below us: every connection
+                // finds its own way from its cursor.
+                for member in members.drain(..) {
+                    member.hand_back(resume_at(cursor));
+                }
+                if newest != StreamPosition::MAX {
+                    cursor = newest;
+                }
+            } else if newest > cursor {
+                chunks.clear();
+                if read_chunks(&ring, cursor, newest, &mut chunks) {
+                    for chunk in &chunks {
+                        write_to_members(&mut members, chunk).await;
+                    }
+                    if let Some(chunk) = chunks.last() {
+                        cursor = chunk.last;
+                        last_write = Instant::now();
+                        record_lag(chunk.first_ms);
+                    }
+                } else {
+                    for member in members.drain(..) {
+                        member.hand_back(resume_at(cursor));
+                    }
+                    cursor = newest;
+                }
+            }
+
+            let joiners = std::mem::take(&mut self.joins.lock().waiting);
+            self.admit(&ring, cursor, joiners, &mut members).await;
+            Metrics::global().fan_out_parked.set(members.len() as i64);
+        }
+        let joiners = {
+            let mut joins = self.joins.lock();
+            joins.closed = true;
+            std::mem::take(&mut joins.waiting)
+        };
+        for joiner in joiners {
+            joiner.member.hand_back(resume_at(joiner.cursor));
+        }
+        for member in members {
+            member.hand_back(resume_at(cursor));
+        }
+        Metrics::global().fan_out_parked.set(0);
+    }
+
+    /// Brings joiners up to `cursor` one by one and adds those whose sockets took it all.
+    async fn admit(&self, ring: &EventRing, cursor: StreamPosition, joiners: Vec<Joiner>, members: &mut Vec<Member>) {
+        let mut catch_up: Option<(StreamPosition, Vec<Chunk>)> = None;
+        for (index, joiner) in joiners.into_iter().enumerate() {
+            if index % WRITES_PER_YIELD == WRITES_PER_YIELD - 1 {
+                tokio::task::yield_now().await;
+            }
+            if joiner.member.slot.gone.load(Ordering::Acquire) {
+                continue;
+            }
+            if joiner.cursor == cursor {
+                members.push(joiner.member);
+                continue;
+            }
+            if joiner.cursor > cursor {
+                joiner.member.hand_back(resume_at(joiner.cursor));
+                continue;
+            }
+            if catch_up.as_ref().is_none_or(|(from, _)| *from != joiner.cursor) {
+                let mut chunks = Vec::new();
+                // Only what the fan-out has already written to its members: later events come
+                // with the next round.
+                let held = read_chunks(ring, joiner.cursor, cursor, &mut chunks);
+                catch_up = held.then_some((joiner.cursor, chunks));
+            }
+            let Some((_, chunks)) = &catch_up else {
+                joiner.member.hand_back(resume_at(joiner.cursor));
+                continue;
+            };
+            if chunks.last().is_none_or(|chunk| chunk.last != cursor) {
+                // The ring no longer reaches the fan-out's cursor (it restarted): the connection
+                // reads on by itself.
+                joiner.member.hand_back(resume_at(joiner.cursor));
+                continue;
+            }
+            let mut refused = None;
+            for chunk in chunks {
+                match write_chunk(&joiner.member.stream, chunk) {
+                    Ok(Written::All) => record_delivered(chunk.events),
+                    Ok(Written::Short(handoff)) => {
+                        record_delivered(chunk.events);
+                        refused = Some(handoff);
+                        break;
+                    }
+                    Err(_) => {
+                        refused = Some(Handoff::Failed);
+                        break;
+                    }
+                }
+            }
+            match refused {
+                Some(handoff) => joiner.member.hand_back(handoff),
+                None => members.push(joiner.member),
+            }
+        }
+    }
+}
+
+fn resume_at(cursor: StreamPosition) -> Handoff {
+    Handoff::Resume {
+        cursor,
+        pending: Bytes::new(),
+    }
+}
+
+/// Cuts the events after `cursor` up to `until` into chunks; false when some of them already
+/// left the ring.
+fn read_chunks(ring: &EventRing, mut cursor: StreamPosition, until: StreamPosition, chunks: &mut Vec<Chunk>) -> bool {
+    let mut frames = Vec::new();
+    loop {
+        frames.clear();
+        match ring.read_range(cursor, until, CHUNK_EVENTS, CHUNK_BYTES, None, &mut frames) {
+            RingRead::Behind => return false,
+            RingRead::UpToDate => return true,
+            RingRead::Events { count, last, first_ms } => {
+                cursor = last;
+                let bytes = if frames.len() == 1 {
+                    frames.pop().unwrap_or_default()
+                } else {
+                    let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+                    for frame in &frames {
+                        joined.extend_from_slice(frame);
+                    }
+                    joined.freeze()
+                };
+                chunks.push(Chunk {
+                    bytes,
+                    last,
+                    events: count as u64,
+                    first_ms,
+                });
+            }
+        }
+    }
+}
+
+/// Writes one chunk to every member; members whose socket is full or failed are handed back.
+async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk) {
+    let mut index = 0;
+    let mut writes = 0;
+    let mut delivered = 0;
+    while index < members.len() {
+        writes += 1;
+        if writes % WRITES_PER_YIELD == 0 {
+            tokio::task::yield_now().await;
+        }
+        let member = &members[index];
+        if member.slot.gone.load(Ordering::Acquire) {
+            members.swap_remove(index);
+            continue;
+        }
+        match write_chunk(&member.stream, chunk) {
+            Ok(Written::All) => {
+                delivered += 1;
+                index += 1;
+            }
+            Ok(Written::Short(handoff)) => {
+                delivered += 1;
+                members.swap_remove(index).hand_back(handoff);
+            }
+            Err(_) => members.swap_remove(index).hand_back(Handoff::Failed),
+        }
+    }
+    record_delivered(chunk.events * delivered);
+}
+
+/// One `write`; what it could not take is handed back with the chunk's last position.
+fn write_chunk(stream: &TcpStream, chunk: &Chunk) -> io::Result<Written> {
+    match stream.try_write(&chunk.bytes) {
+        Ok(written) if written == chunk.bytes.len() => Ok(Written::All),
+        Ok(written) => Ok(Written::Short(Handoff::Resume {
+            cursor: chunk.last,
+            pending: chunk.bytes.slice(written..),
+        })),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(Written::Short(Handoff::Resume {
+            cursor: chunk.last,
+            pending: chunk.bytes.clone(),
+        })),
+        Err(error) => Err(error),
+    }
+}
+
+fn record_delivered(events: u64) {
+    if events > 0 {
+        Metrics::global().events_delivered.inc_by(events);
+    }
+}
+
+fn record_lag(first_ms: u64) {
+    let lag_ms = wall_clock_ms().saturating_sub(first_ms);
+    Metrics::global().delivery_lag.observe(lag_ms as f64 / 1000.0);
+}
