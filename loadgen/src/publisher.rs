@@ -121,6 +121,8 @@ pub fn new_histogram() -> Histogram<u64> {
     }
 }
 
+const TIMER_SLACK: Duration = Duration::from_millis(10);
+
 /// Runs the whole schedule on a current-thread runtime of the calling thread.
 pub fn run(plan: PublishPlan, clock: Clock, ledger: Arc<Ledger>) -> std::io::Result<PublishStats> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -142,7 +144,9 @@ async fn publish(plan: PublishPlan, clock: Clock, ledger: Arc<Ledger>) -> Publis
     for seq in 0..plan.count {
         let due_ns = (seq as f64 * interval_ns) as u64;
         tokio::time::sleep_until(start + Duration::from_nanos(due_ns)).await;
-        let deadline = start + plan.duration;
+        // The last events are due just before the end; a timer that fires a little late must
+        // not count them as unsent.
+        let deadline = start + plan.duration + TIMER_SLACK;
         // `timeout_at` would still take a free slot after the deadline: check it first.
         if plan.abort.load(std::sync::atomic::Ordering::Relaxed) || tokio::time::Instant::now() >= deadline {
             break;

@@ -301,4 +301,15 @@ async fn clients_that_stop_reading_fall_out_of_the_fan_out_and_catch_up_without_
         app.metric("sse_orders_fan_out_parked_connections").await == 10.0
     })
     .await;
+    // Clients that leave while parked are let go at once.
+    drop(open);
+    order_events::testing::eventually(
+        Duration::from_secs(10),
+        "departed streams leave the fan-out",
+        || async {
+            app.metric("sse_orders_fan_out_parked_connections").await == 0.0
+                && app.metric("sse_orders_sse_connections").await == 0.0
+        },
+    )
+    .await;
 }
