@@ -1,7 +1,7 @@
 //! `SseFastPath`: serves `GET /api/order/stream` over HTTP/1.1 straight on the socket. After
-//! the response head, every event is one write of its shared, pre-encoded frame (a
-//! close-delimited body needs no chunk framing), and the connection holds no HTTP buffers, so
-//! a connection costs a task and a cursor.
+//! the response head every write is shared, pre-encoded frames (a close-delimited body needs no
+//! chunk framing); while the stream is caught up the fan-out writes it, and the connection's
+//! task sleeps until the client leaves or the fan-out hands the stream back.
 
 use std::io;
 use std::sync::Arc;
