@@ -16,25 +16,11 @@ async fn fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order()
     for _ in 0..50 {
         clients.push(app.open_stream(None, "").await);
     }
-    let mut writers = Vec::new();
-    for task in 0..5 {
-        let client = app.client.clone();
-        let url = app.url("/api/order");
-        writers.push(tokio::spawn(async move {
-            let mut created = Vec::new();
-            for n in 0..100 {
-                let body = order_body(&format!("customer-{task}"), &format!("SKU-{task}-{n}"));
-                let response = client.post(&url).json(&body).send().await.expect("POST");
-                assert_eq!(response.status(), 201);
-                created.push(response.json::<Value>().await.expect("body"));
-            }
-            created
-        }));
-    }
-    let mut created = Vec::new();
-    for writer in writers {
-        created.extend(writer.await.expect("writer"));
-    }
+    let created = app
+        .create_orders_concurrently(5, 100, |writer, n| {
+            order_body(&format!("customer-{writer}"), &format!("SKU-{writer}-{n}"))
+        })
+        .await;
     let expected: std::collections::HashMap<String, Value> = created
         .iter()
         .map(|c| (c["eventId"].as_str().expect("eventId").to_owned(), order_of(c)))
@@ -246,22 +232,6 @@ async fn clients_that_stop_reading_fall_out_of_the_fan_out_and_catch_up_without_
     // About 5 MB of events while the slow clients read nothing: far more than their sockets
     // hold, so the fan-out must hand them back to their own tasks.
     const ORDERS: usize = 3000;
-    let mut writers = Vec::new();
-    for task in 0..3 {
-        let client = app.client.clone();
-        let url = app.url("/api/order");
-        writers.push(tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for n in 0..ORDERS / 3 {
-                let body = large_order_body(&format!("customer-{task}"), &format!("SKU-{task}-{n}"), 20);
-                let response = client.post(&url).json(&body).send().await.expect("POST");
-                assert_eq!(response.status(), 201);
-                let created: Value = response.json().await.expect("body");
-                ids.push(created["eventId"].as_str().expect("eventId").to_owned());
-            }
-            ids
-        }));
-    }
     let fast_readers: Vec<_> = fast
         .into_iter()
         .map(|mut client| {
@@ -271,11 +241,15 @@ async fn clients_that_stop_reading_fall_out_of_the_fan_out_and_catch_up_without_
             })
         })
         .collect();
-    let mut created = Vec::new();
-    for writer in writers {
-        created.extend(writer.await.expect("writer"));
-    }
-    let mut expected: Vec<order_events::StreamPosition> = created.iter().map(|id| id.parse().expect("id")).collect();
+    let created = app
+        .create_orders_concurrently(3, ORDERS / 3, |writer, n| {
+            large_order_body(&format!("customer-{writer}"), &format!("SKU-{writer}-{n}"), 20)
+        })
+        .await;
+    let mut expected: Vec<order_events::StreamPosition> = created
+        .iter()
+        .map(|c| c["eventId"].as_str().expect("eventId").parse().expect("id"))
+        .collect();
     expected.sort();
     assert!(app.metric("sse_orders_fan_out_handbacks_total").await >= 5.0);
 

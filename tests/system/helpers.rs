@@ -97,6 +97,36 @@ impl TestApp {
             .map_or(0.0, |value| value.trim().parse().expect("metric value"))
     }
 
+    /// Creates `writers × per_writer` orders from concurrent writers; writer `w` posts
+    /// `body(w, n)` for n in 0..per_writer. Returns every 201 response body.
+    pub async fn create_orders_concurrently(
+        &self,
+        writers: usize,
+        per_writer: usize,
+        body: fn(usize, usize) -> Value,
+    ) -> Vec<Value> {
+        let tasks: Vec<_> = (0..writers)
+            .map(|writer| {
+                let client = self.client.clone();
+                let url = self.url("/api/order");
+                tokio::spawn(async move {
+                    let mut created = Vec::new();
+                    for n in 0..per_writer {
+                        let response = client.post(&url).json(&body(writer, n)).send().await.expect("POST");
+                        assert_eq!(response.status(), 201);
+                        created.push(response.json::<Value>().await.expect("body"));
+                    }
+                    created
+                })
+            })
+            .collect();
+        let mut created = Vec::new();
+        for task in tasks {
+            created.extend(task.await.expect("writer"));
+        }
+        created
+    }
+
     /// Opens the stream with optional `Last-Event-ID` header and query string.
     pub async fn open_stream(&self, last_event_id: Option<&str>, query: &str) -> SseClient {
         let mut request = self.client.get(self.url(&format!("/api/order/stream{query}")));
