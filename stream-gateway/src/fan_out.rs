@@ -5,7 +5,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -26,6 +26,8 @@ const CHUNK_EVENTS: usize = 1024;
 /// Sockets written between two yields to the scheduler, so accepts and publishes run during a
 /// long fan-out round.
 const WRITES_PER_YIELD: usize = 256;
+/// Longest time a departed connection's socket stays open before the writer lets go of it.
+const PURGE_DELAY: Duration = Duration::from_millis(250);
 
 /// What a parked connection gets back when the fan-out stops writing for it.
 #[derive(Debug)]
@@ -75,8 +77,10 @@ impl Parked {
 impl Drop for Parked {
     fn drop(&mut self) {
         if !self.slot.gone.swap(true, Ordering::AcqRel) {
-            self.fan_out.departed.store(true, Ordering::Release);
-            self.fan_out.wake.notify_one();
+            // The first departure since the last purge wakes the writer; the rest only count.
+            if self.fan_out.departed.fetch_add(1, Ordering::AcqRel) == 0 {
+                self.fan_out.wake.notify_one();
+            }
         }
     }
 }
@@ -111,8 +115,8 @@ struct Joins {
 pub struct FanOut {
     joins: Mutex<Joins>,
     wake: Notify,
-    /// A parked connection left: drop it from the members.
-    departed: AtomicBool,
+    /// Parked connections that left since the last purge of the members.
+    departed: AtomicUsize,
 }
 
 /// Events after one cursor, cut into writes.
@@ -134,7 +138,7 @@ impl FanOut {
         let fan_out = Arc::new(Self {
             joins: Mutex::new(Joins::default()),
             wake: Notify::new(),
-            departed: AtomicBool::new(false),
+            departed: AtomicUsize::new(0),
         });
         tokio::spawn(fan_out.clone().run(ring, heartbeat, stop));
         fan_out
@@ -174,12 +178,14 @@ impl FanOut {
         let mut cursor = ring.newest();
         let mut last_write = Instant::now();
         let mut chunks = Vec::new();
+        let mut purge_at: Option<Instant> = None;
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = changes.changed() => {}
                 _ = self.wake.notified() => {}
+                _ = sleep_until_opt(purge_at) => {}
                 _ = tokio::time::sleep_until(last_write + heartbeat) => {
                     last_write = Instant::now();
                     let beat = Chunk { bytes: HEARTBEAT, last: cursor, events: 0, first_ms: 0 };
@@ -187,8 +193,17 @@ impl FanOut {
                 }
             }
             changes.borrow_and_update();
-            if self.departed.swap(false, Ordering::AcqRel) {
-                members.retain(|member| !member.slot.gone.load(Ordering::Acquire));
+            // A purge walks every member: when many leave at once (a client-side restart, a
+            // network blip) it runs once per batch of departures or once per PURGE_DELAY, not
+            // once per departure. Rounds that write skip departed members anyway.
+            let departed = self.departed.load(Ordering::Acquire);
+            if departed > 0 {
+                let due = *purge_at.get_or_insert_with(|| Instant::now() + PURGE_DELAY);
+                if departed >= members.len() / 16 || Instant::now() >= due {
+                    self.departed.store(0, Ordering::Release);
+                    purge_at = None;
+                    members.retain(|member| !member.slot.gone.load(Ordering::Acquire));
+                }
             }
 
             let newest = ring.newest();
@@ -293,6 +308,13 @@ impl FanOut {
                 None => members.push(joiner.member),
             }
         }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
