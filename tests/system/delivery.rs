@@ -287,3 +287,28 @@ async fn clients_that_stop_reading_fall_out_of_the_fan_out_and_catch_up_without_
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_clients_leaving_a_large_fan_out_are_let_go_promptly() {
+    let app = spawn_app(&["--replay-window", "0s"]).await;
+    let mut clients = Vec::new();
+    for _ in 0..64 {
+        clients.push(app.open_stream(None, "").await);
+    }
+    order_events::testing::eventually(Duration::from_secs(10), "every stream parks", || async {
+        app.metric("sse_orders_fan_out_parked_connections").await == 64.0
+    })
+    .await;
+    // Fewer departures than a batch: the writer lets go of them on its purge timer.
+    clients.truncate(62);
+    order_events::testing::eventually(Duration::from_secs(5), "the two that left are dropped", || async {
+        app.metric("sse_orders_fan_out_parked_connections").await == 62.0
+            && app.metric("sse_orders_sse_connections").await == 62.0
+    })
+    .await;
+    let created = app.create_order(&order_body("still-here", "SKU-1")).await;
+    for client in &mut clients {
+        let (id, _, _) = client.next_event(deadline(10)).await.expect("event");
+        assert_eq!(id.as_deref(), created["eventId"].as_str());
+    }
+}
