@@ -12,10 +12,7 @@ use crate::helpers::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order() {
     let app = spawn_app(&["--replay-window", "0s"]).await;
-    let mut clients = Vec::new();
-    for _ in 0..50 {
-        clients.push(app.open_stream(None, "").await);
-    }
+    let clients = app.open_streams(50).await;
     let created = app
         .create_orders_concurrently(5, 100, |writer, n| {
             order_body(&format!("customer-{writer}"), &format!("SKU-{writer}-{n}"))
@@ -216,10 +213,7 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_stop_reading_fall_out_of_the_fan_out_and_catch_up_without_gaps() {
     let app = spawn_app(&["--replay-window", "0s"]).await;
-    let mut fast = Vec::new();
-    for _ in 0..5 {
-        fast.push(app.open_stream(None, "").await);
-    }
+    let fast = app.open_streams(5).await;
     let mut slow = Vec::new();
     for _ in 0..5 {
         slow.push(open_raw_stream(app.addr, 4096).await);
@@ -291,10 +285,7 @@ async fn clients_that_stop_reading_fall_out_of_the_fan_out_and_catch_up_without_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_few_clients_leaving_a_large_fan_out_are_let_go_promptly() {
     let app = spawn_app(&["--replay-window", "0s"]).await;
-    let mut clients = Vec::new();
-    for _ in 0..64 {
-        clients.push(app.open_stream(None, "").await);
-    }
+    let mut clients = app.open_streams(64).await;
     order_events::testing::eventually(Duration::from_secs(10), "every stream parks", || async {
         app.metric("sse_orders_fan_out_parked_connections").await == 64.0
     })

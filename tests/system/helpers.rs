@@ -127,6 +127,15 @@ impl TestApp {
         created
     }
 
+    /// Opens `count` streams that start at the end of the log.
+    pub async fn open_streams(&self, count: usize) -> Vec<SseClient> {
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            clients.push(self.open_stream(None, "").await);
+        }
+        clients
+    }
+
     /// Opens the stream with optional `Last-Event-ID` header and query string.
     pub async fn open_stream(&self, last_event_id: Option<&str>, query: &str) -> SseClient {
         let mut request = self.client.get(self.url(&format!("/api/order/stream{query}")));
