@@ -132,6 +132,14 @@ fn scenario_table(md: &mut String, scenario: &str, runs: &[RunReport]) {
         let d = &run.delivery;
         let c = &run.connections;
         let publishing = run.publish.is_some();
+        // An idle run delivers nothing: its delivery columns read "–".
+        let delivery_figure = |value: f64, digits: usize| {
+            if publishing {
+                format!("{value:.digits$}")
+            } else {
+                "–".to_owned()
+            }
+        };
         let _ = writeln!(
             md,
             "| {} | {}/{} | {:.1} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} | {} | {} | {:.0}%{} | {} |",
@@ -139,31 +147,11 @@ fn scenario_table(md: &mut String, scenario: &str, runs: &[RunReport]) {
             c.established,
             c.failed,
             c.connect_ms.p99,
-            if publishing {
-                format!("{:.0}", d.deliveries_per_s)
-            } else {
-                "–".into()
-            },
-            if publishing {
-                format!("{:.2}", d.latency_ms.p50)
-            } else {
-                "–".into()
-            },
-            if publishing {
-                format!("{:.2}", d.latency_ms.p90)
-            } else {
-                "–".into()
-            },
-            if publishing {
-                format!("{:.2}", d.latency_ms.p99)
-            } else {
-                "–".into()
-            },
-            if publishing {
-                format!("{:.2}", d.latency_ms.max)
-            } else {
-                "–".into()
-            },
+            delivery_figure(d.deliveries_per_s, 0),
+            delivery_figure(d.latency_ms.p50, 2),
+            delivery_figure(d.latency_ms.p90, 2),
+            delivery_figure(d.latency_ms.p99, 2),
+            delivery_figure(d.latency_ms.max, 2),
             opt(run.server_process.cpu_per_delivery_us, 2),
             run.server_process.run_cpu_fraction * 100.0,
             opt(run.server_process.rss_per_connection_bytes.map(|b| b / 1024.0), 2),

@@ -68,22 +68,10 @@ pub fn latency_cdf(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)
         .y_desc("fraction of deliveries")
         .x_label_formatter(&|v| format_ms(*v))
         .draw()?;
-    for (index, (name, points)) in series.iter().enumerate() {
-        let color = COLORS[index % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|&(ms, q)| (ms.max(min_ms), q)),
-                color.stroke_width(2),
-            ))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    let lines = series
+        .iter()
+        .map(|(name, points)| (name, points.iter().map(|&(ms, q)| (ms.max(min_ms), q)).collect()));
+    draw_lines(&mut chart, lines, SeriesLabelPosition::LowerRight)?;
     root.present()?;
     Ok(())
 }
@@ -113,24 +101,38 @@ pub fn timeline(path: &Path, title: &str, series: &[(String, u64, Vec<f64>)]) ->
         .y_desc("deliveries per second")
         .y_label_formatter(&|v| format_count(*v))
         .draw()?;
-    for (index, (name, bucket_ms, values)) in series.iter().enumerate() {
-        let color = COLORS[index % COLORS.len()];
+    let lines = series.iter().map(|(name, bucket_ms, values)| {
         let step = *bucket_ms as f64 / 1000.0;
+        (name, values.iter().enumerate().map(|(i, &v)| (i as f64 * step, v)).collect())
+    });
+    draw_lines(&mut chart, lines, SeriesLabelPosition::UpperRight)?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws one coloured, labelled line per series and the legend.
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    lines: impl Iterator<Item = (&'a String, Vec<(f64, f64)>)>,
+    legend_at: SeriesLabelPosition,
+) -> PlotResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (index, (name, points)) in lines.enumerate() {
+        let color = COLORS[index % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(
-                values.iter().enumerate().map(|(i, &v)| (i as f64 * step, v)),
-                color.stroke_width(2),
-            ))?
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend_at)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
