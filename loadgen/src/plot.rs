@@ -103,7 +103,10 @@ pub fn timeline(path: &Path, title: &str, series: &[(String, u64, Vec<f64>)]) ->
         .draw()?;
     let lines = series.iter().map(|(name, bucket_ms, values)| {
         let step = *bucket_ms as f64 / 1000.0;
-        (name, values.iter().enumerate().map(|(i, &v)| (i as f64 * step, v)).collect())
+        (
+            name,
+            values.iter().enumerate().map(|(i, &v)| (i as f64 * step, v)).collect(),
+        )
     });
     draw_lines(&mut chart, lines, SeriesLabelPosition::UpperRight)?;
     root.present()?;

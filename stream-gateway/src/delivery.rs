@@ -299,7 +299,7 @@ impl Delivery {
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
+pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -314,7 +314,7 @@ fn record_delivery(count: usize, first_ms: u64) {
 }
 
 /// One frame is passed on as is (shared, no copy); several are coalesced into one write.
-fn join(batch: &mut Vec<Bytes>) -> Bytes {
+pub(crate) fn join(batch: &mut Vec<Bytes>) -> Bytes {
     if batch.len() == 1 {
         return batch.pop().unwrap_or_default();
     }

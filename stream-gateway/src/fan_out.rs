@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use order_events::event_log::memory::wall_clock_ms;
 use order_events::frame::HEARTBEAT;
 use order_events::metrics::Metrics;
@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::delivery::{join, sleep_until_opt};
 
 /// Bytes of events written to a connection in one `write`.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -311,13 +313,6 @@ impl FanOut {
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn resume_at(cursor: StreamPosition) -> Handoff {
     Handoff::Resume {
         cursor,
@@ -336,17 +331,8 @@ fn read_chunks(ring: &EventRing, mut cursor: StreamPosition, until: StreamPositi
             RingRead::UpToDate => return true,
             RingRead::Events { count, last, first_ms } => {
                 cursor = last;
-                let bytes = if frames.len() == 1 {
-                    frames.pop().unwrap_or_default()
-                } else {
-                    let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-                    for frame in &frames {
-                        joined.extend_from_slice(frame);
-                    }
-                    joined.freeze()
-                };
                 chunks.push(Chunk {
-                    bytes,
+                    bytes: join(&mut frames),
                     last,
                     events: count as u64,
                     first_ms,
