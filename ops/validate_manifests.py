@@ -75,7 +75,8 @@ def main():
     for problem in problems:
         print("PROBLEM:", problem)
     versions = ", ".join(args.kubernetes_version)
-    print(f"{checked} documents in {len(args.files)} files, Kubernetes {versions}: {len(problems)} problems")
+    names = ", ".join(pathlib.Path(f).name for f in args.files)
+    print(f"{names}: {checked} documents, Kubernetes {versions}: {len(problems)} problems")
     return 1 if problems else 0
 
 
