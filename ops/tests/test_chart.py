@@ -265,3 +265,15 @@ def test_auth_values_become_the_flags_environment():
     assert dev["AUTH"]["value"] == "none"
     assert not [name for name in dev if name.startswith("JWT_")]
     assert not [d for d in render(*values_file("dev")) if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-jwt")]
+
+
+def test_helm_test_pod_expects_a_refusal_without_a_token_when_auth_is_on():
+    def script(*args):
+        [pod] = [d for d in render(*args) if d["kind"] == "Pod"]
+        return pod["spec"]["containers"][0]["args"][0]
+
+    with_auth = script(*KEY)
+    assert "grep -q ' 401'" in with_auth and "application/problem+json" in with_auth
+    assert "grep -q ' 200'" not in with_auth
+    without = script("--set", "auth=none")
+    assert "grep -q ' 200'" in without and "^retry: " in without
