@@ -214,6 +214,10 @@ if [ -n "$helm" ]; then
     grep -qF -- "$expected" <<<"$output" || fail "${set_value:-the defaults} refused without naming '$expected': $output"
     echo "refused: ${set_value:-(defaults: auth jwt without a key)}"
   done
+  if "$helm" template sse-orders "$chart" --set auth=none --kube-version 1.24.0 >/dev/null 2>&1; then
+    fail "the chart renders for Kubernetes 1.24, older than its kubeVersion (oldest supported: ${kube_versions[0]})"
+  fi
+  echo "refused: Kubernetes 1.24 (Chart.yaml kubeVersion)"
 fi
 
 # ---- kustomize ----------------------------------------------------------------------------------------
