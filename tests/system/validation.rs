@@ -177,3 +177,63 @@ async fn created_orders_can_be_read_back_and_idempotency_keys_replay_them() {
     assert_problem(post(order_body("c", "OTHER")).await.unwrap(), 422, "Idempotency-Key").await;
     assert_eq!(app.metric("sse_orders_orders_created_total").await, 2.0);
 }
+
+/// Two different orders whose fields, run together, are the same bytes: the second customer's
+/// name ends with what the first order's line items spell out.
+fn orders_that_concatenate_alike() -> (Value, Value) {
+    // 4543826 is 0x455552: the price's last three bytes spell "EUR".
+    let first = json!({"customerId": "c", "currency": "EUR", "items": [
+        {"sku": "A", "quantity": 1, "unitPrice": 4_543_826},
+        {"sku": "B", "quantity": 1, "unitPrice": 1},
+    ]});
+    let customer = "c\0EUR\0A\0\0\0\0\0\0\0\u{1}\0\0\0\0";
+    let second = json!({"customerId": customer, "currency": "EUR", "items": [
+        {"sku": "B", "quantity": 1, "unitPrice": 1},
+    ]});
+    (first, second)
+}
+
+#[tokio::test]
+async fn an_idempotency_key_never_answers_a_different_order_with_the_first_one() {
+    let app = spawn_app(&[]).await;
+    let post = |body: Value| {
+        app.client
+            .post(app.url("/api/order"))
+            .header("idempotency-key", "shared-key")
+            .json(&body)
+            .send()
+    };
+    let (first, second) = orders_that_concatenate_alike();
+    let created = post(first).await.unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let answer = post(second).await.unwrap();
+    let status = answer.status();
+    let body: Value = answer.json().await.unwrap();
+    assert_ne!(status, 200, "a different order was answered with {body}");
+    assert_ne!(body["orderId"], created["orderId"]);
+}
+
+#[tokio::test]
+async fn another_customers_idempotency_key_neither_conflicts_nor_reveals_the_order() {
+    let app = spawn_app(&[]).await;
+    let post = |body: Value| {
+        app.client
+            .post(app.url("/api/order"))
+            .header("idempotency-key", "order-1")
+            .json(&body)
+            .send()
+    };
+    let mine = post(order_body("alice", "A")).await.unwrap();
+    assert_eq!(mine.status(), 201);
+    let mine: Value = mine.json().await.unwrap();
+    for body in [order_body("bob", "A"), order_body("bob-2", "OTHER")] {
+        let theirs = post(body).await.unwrap();
+        assert_eq!(theirs.status(), 201, "another customer's key is another key");
+        let theirs: Value = theirs.json().await.unwrap();
+        assert_ne!(theirs["orderId"], mine["orderId"]);
+    }
+    let again = post(order_body("alice", "A")).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap(), mine);
+}
