@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use order_events::domain::MAX_CUSTOMER_ID_CHARS;
-use order_events::metrics::Metrics;
 use order_events::position::StreamPosition;
 use order_events::problem::Problem;
 use serde::Deserialize;
@@ -58,6 +57,10 @@ enum Start {
 }
 
 fn start_from(headers: &HeaderMap, query: &StreamQuery) -> Result<Start, Problem> {
+    // Two ids would make the start position a guess.
+    if headers.get_all("last-event-id").iter().nth(1).is_some() {
+        return Err(Problem::bad_request("send at most one Last-Event-ID header"));
+    }
     // An empty Last-Event-ID is what some clients send on their first connection.
     let header = headers
         .get("last-event-id")
@@ -112,11 +115,12 @@ pub async fn open_delivery(state: &GatewayState, headers: &HeaderMap, query: Str
     if state.stop.is_cancelled() {
         return Err(Problem::unavailable("this instance is shutting down; reconnect"));
     }
-    let metrics = Metrics::global();
+    let metrics = &state.settings.metrics;
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         metrics.sse_connections_total.with_label_values(&["rejected"]).inc();
         return Err(Problem::unavailable("too many open streams on this instance").retry_after(2));
     };
+    let resumed = matches!(start, Start::After(_));
     let cursor = match start {
         Start::After(position) => position,
         Start::ReplayWindow if state.replay_window.is_zero() => state.feed.current_end().await.map_err(|error| {
@@ -136,9 +140,10 @@ pub async fn open_delivery(state: &GatewayState, headers: &HeaderMap, query: Str
         state.feed.clone(),
         state.settings.clone(),
         cursor,
+        resumed,
         query.customer_id,
         state.stop.clone(),
-        OpenConnection::new(permit),
+        OpenConnection::new(permit, state.settings.metrics.clone()),
     ))
 }
 
@@ -169,6 +174,14 @@ mod tests {
             start_from(&HeaderMap::new(), &query(None)).unwrap(),
             Start::ReplayWindow
         );
+    }
+
+    #[test]
+    fn two_last_event_ids_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.append("last-event-id", HeaderValue::from_static("5-1"));
+        headers.append("last-event-id", HeaderValue::from_static("5-1"));
+        assert!(start_from(&headers, &query(None)).is_err());
     }
 
     #[test]
