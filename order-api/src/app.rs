@@ -61,7 +61,14 @@ impl Application {
             max_body_bytes: config.api.max_body_bytes as usize,
         };
         let router = finish_router(router(state), Arc::new(StoreReady(store)), lifecycle.clone());
-        let server = Server::bind(&config.listen, router, None, lifecycle, config.shutdown.shutdown_grace)?;
+        let server = Server::bind(
+            &config.listen,
+            &config.connection,
+            router,
+            None,
+            lifecycle,
+            config.shutdown.shutdown_grace,
+        )?;
         Ok(Self { server })
     }
 

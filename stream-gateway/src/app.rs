@@ -129,6 +129,7 @@ impl Application {
         let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone());
         let server = Server::bind(
             &config.listen,
+            &config.connection,
             router,
             Some(fast_path),
             lifecycle,
