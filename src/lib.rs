@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::Parser;
 use order_api::OrderApiArgs;
 use order_api::app::{StoreReady, order_store};
-use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs};
+use order_events::config::{ConnectionArgs, EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs};
 use order_events::event_log::memory::MemoryLog;
 use order_events::metrics::Metrics;
 use order_events::ops::{AllReady, finish_router};
@@ -30,6 +30,8 @@ use stream_gateway::app::{FeedReady, build_feed, gateway_router};
 pub struct Config {
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
     #[command(flatten)]
     pub store: EventStoreArgs,
     #[command(flatten)]
@@ -74,6 +76,7 @@ impl Application {
         let router = finish_router(api.merge(gateway), Arc::new(readiness), lifecycle.clone(), metrics);
         let server = Server::bind(
             &config.listen,
+            &config.connection,
             router,
             Some(fast_path),
             lifecycle,

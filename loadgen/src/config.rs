@@ -25,6 +25,60 @@ pub enum Command {
     Run(Box<RunConfig>),
     /// Read every run report in a folder and write a comparison table and plots.
     Report(ReportConfig),
+    /// Hold many sockets that trickle a request head one byte at a time (reopening each one
+    /// the server closes) while probing that new clients are answered and a stream flows.
+    Slowloris(SlowlorisConfig),
+}
+
+/// The most trickling sockets: one descriptor each, under the 20,000 open-file limit.
+pub const MAX_SLOW_SOCKETS: u32 = 19_000;
+
+#[derive(Debug, Args, serde::Serialize)]
+pub struct SlowlorisConfig {
+    /// Name of the server under test, copied into the report.
+    #[arg(long, default_value = "server")]
+    pub server: String,
+
+    /// Base URL of the server (e.g. http://127.0.0.1:8080).
+    #[arg(long, value_parser = parse_url)]
+    #[serde(serialize_with = "serialize_display")]
+    pub url: HttpUrl,
+
+    /// Trickling sockets to hold open.
+    #[arg(long, default_value_t = MAX_SLOW_SOCKETS,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_SLOW_SOCKETS as i64))]
+    pub sockets: u32,
+
+    /// Time between two bytes of a trickling socket.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub byte_interval: Duration,
+
+    /// Send nothing at all on the sockets (instead of trickling).
+    #[arg(long)]
+    pub silent: bool,
+
+    /// How long to probe once every socket has been opened.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub duration: Duration,
+
+    /// Spread sockets over 127.0.0.1 to 127.0.0.N (reopened sockets need many ports).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub source_addrs: u8,
+
+    /// A probe request not answered within this counts as unanswered.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub probe_timeout: Duration,
+
+    /// Server process to sample (open file descriptors from /proc/PID/fd).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// Where to write the JSON report.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// How events are created.

@@ -8,6 +8,7 @@
 //!   sequence number was sent and answered).
 //! - `http` and `sse`: hand-written HTTP/1.1 and streaming SSE decoding.
 //! - `procstat`: server and own CPU and memory from /proc.
+//! - `slowloris`: sockets that trickle request heads, with probes of new clients and a stream.
 //! - `report`: the JSON report and human summary; `plot`: PNG plots; `compare`: the
 //!   side-by-side summary of a results folder.
 //!
@@ -23,6 +24,7 @@ pub mod procstat;
 pub mod publisher;
 pub mod report;
 pub mod run;
+pub mod slowloris;
 pub mod sse;
 pub mod subscriber;
 

@@ -18,6 +18,20 @@ fn main() -> anyhow::Result<()> {
                 loadgen::write_outputs(&report, out, !config.no_plots)?;
             }
         }
+        Command::Slowloris(config) => {
+            if !config.url.addr.ip().is_loopback() {
+                eprintln!("error: --url {} is not a loopback address", config.url);
+                std::process::exit(2);
+            }
+            let report = loadgen::slowloris::run(&config)?;
+            print!("{}", report.summary());
+            if let Some(out) = &config.out {
+                if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;
+            }
+        }
         Command::Report(config) => {
             let out = loadgen::compare::write(&config)?;
             println!("wrote {}", out.display());

@@ -65,7 +65,14 @@ impl Application {
             metrics: metrics.clone(),
         };
         let router = finish_router(router(state), Arc::new(StoreReady(store)), lifecycle.clone(), metrics);
-        let server = Server::bind(&config.listen, router, None, lifecycle, config.shutdown.shutdown_grace)?;
+        let server = Server::bind(
+            &config.listen,
+            &config.connection,
+            router,
+            None,
+            lifecycle,
+            config.shutdown.shutdown_grace,
+        )?;
         Ok(Self { server })
     }
 

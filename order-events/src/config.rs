@@ -24,6 +24,37 @@ pub struct ListenArgs {
     pub listen_backlog: u32,
 }
 
+/// How long a connection may take to send a request, and to stay open with nothing to do.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectionArgs {
+    /// A connection must send a complete request head within this (counted from the accept for
+    /// the first request, from its first byte for later keep-alive requests); else it is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// An HTTP/1.1 keep-alive or h2c connection with no request in flight is closed after this.
+    /// Open SSE streams always have a response in flight and are never closed by it.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionArgs {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    Ok(duration)
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct EventStoreArgs {
     /// Redis URL (redis://, rediss://, redis-sentinel://, redis-cluster://). Without it events and

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub fan_out_parked: IntGauge,
     pub fan_out_handbacks: IntCounter,
+    pub connections_closed: IntCounterVec,
+    pub accept_errors: IntCounterVec,
 }
 
 const PREFIX: &str = "sse_orders";
@@ -130,6 +132,22 @@ impl Metrics {
                 "Connections handed back to their own task (socket full, cursor behind, or shutdown)",
             )
             .unwrap(),
+            connections_closed: IntCounterVec::new(
+                Opts::new(
+                    name("connections_closed_total"),
+                    "Connections the server closed: a request head not complete within --header-read-timeout, nothing in flight for --idle-timeout, or a malformed or oversized first head",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+            accept_errors: IntCounterVec::new(
+                Opts::new(
+                    name("accept_errors_total"),
+                    "Failed accepts; fd_exhausted when the process or system is out of file descriptors",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -150,6 +168,8 @@ impl Metrics {
             Box::new(metrics.ready.clone()),
             Box::new(metrics.fan_out_parked.clone()),
             Box::new(metrics.fan_out_handbacks.clone()),
+            Box::new(metrics.connections_closed.clone()),
+            Box::new(metrics.accept_errors.clone()),
         ];
         for collector in collectors {
             // Names are unique constants, so registration cannot collide.

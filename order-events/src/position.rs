@@ -58,7 +58,13 @@ impl StreamPosition {
     pub fn parse(text: &str) -> Result<Self, InvalidPosition> {
         let invalid = || InvalidPosition(text.chars().take(64).collect());
         let (ms, seq) = text.split_once('-').ok_or_else(invalid)?;
-        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        // No leading zeros: `0-00` would read as `0-0` and not print back as sent.
+        let digits = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 20
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s.len() == 1 || !s.starts_with('0'))
+        };
         if !digits(ms) || !digits(seq) {
             return Err(invalid());
         }

@@ -12,19 +12,26 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::Router;
+use axum::http::{self, StatusCode};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
-use crate::config::ListenArgs;
+use crate::config::{ConnectionArgs, ListenArgs};
+use crate::metrics::Metrics;
+use crate::problem::Problem;
 use crate::shutdown::Lifecycle;
 
 /// Binds the listen address with `SO_REUSEADDR` and the configured accept backlog (the default
@@ -94,36 +101,44 @@ pub trait Interceptor: Send + Sync + 'static {
 }
 
 const MAX_HEAD_BYTES: usize = 8 * 1024;
-const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+/// After an accept fails for lack of file descriptors: time for connections to close.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `router` until `lifecycle` stops, offering each connection's first request to
 /// `interceptor` first, then waits at most `grace` for open connections.
 pub async fn serve_with(
     listener: TcpListener,
+    connection: ConnectionArgs,
     router: Router,
     interceptor: Option<Arc<dyn Interceptor>>,
     lifecycle: Lifecycle,
     grace: Duration,
 ) -> io::Result<()> {
     let stop = lifecycle.stop_token();
-    let graceful = GracefulShutdown::new();
     let tracker = TaskTracker::new();
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut accept_failures = AcceptFailures::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+            Ok((stream, _peer)) => {
+                accept_failures.recovered();
+                stream
+            }
             Err(error) => {
-                // Running out of file descriptors must not spin or stop the server.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Running out of file descriptors must not spin or stop the server: wait a
+                // little for connections to close (the timeouts below see to that) and go on.
+                if accept_failures.failed(&error) {
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
                 continue;
             }
         };
+        let accepted_at = Instant::now();
         // Small SSE frames must leave at once rather than wait for Nagle's algorithm.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
@@ -131,33 +146,49 @@ pub async fn serve_with(
         let router = router.clone();
         let builder = builder.clone();
         let interceptor = interceptor.clone();
-        let watcher = graceful.watcher();
-        let stop_reading = stop.clone();
+        let stop = stop.clone();
+        let connection = connection.clone();
         tracker.spawn(async move {
-            let io = match interceptor {
-                None => Prefixed {
-                    prefix: Bytes::new(),
-                    inner: stream,
-                },
-                Some(interceptor) => match offer(stream, interceptor, &stop_reading).await {
-                    Some(io) => io,
-                    None => return,
-                },
+            let head_deadline = accepted_at + connection.header_read_timeout;
+            let Some((io, protocol)) = offer(stream, interceptor, head_deadline, &stop).await else {
+                return;
             };
-            let service = TowerToHyperService::new(router);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%error, "connection ended with an error");
+            let activity = Arc::new(Activity::new(accepted_at));
+            let io = Watched {
+                inner: io,
+                activity: activity.clone(),
+            };
+            let service = TowerToHyperService::new(TrackedService {
+                router,
+                activity: activity.clone(),
+            });
+            let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let mut served = std::pin::pin!(served);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    result = served.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.cancelled(), if !draining => {
+                        served.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    reason = activity.expired(&connection, protocol), if !draining => {
+                        // Nothing is in flight: closing loses no request.
+                        Metrics::global().connections_closed.with_label_values(&[reason]).inc();
+                        break;
+                    }
+                }
             }
         });
     }
     drop(listener);
     tracker.close();
-    let drained = async {
-        graceful.shutdown().await;
-        tracker.wait().await;
-    };
-    if tokio::time::timeout(grace, drained).await.is_err() {
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             ?grace,
             "connections still open after the shutdown grace; exiting anyway"
@@ -166,30 +197,294 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// Reads the first request head; hands the connection to the interceptor when it wants it,
-/// else returns it (with the bytes read) for hyper.
+/// Logs accept failures once per burst and counts every one of them.
+#[derive(Default)]
+struct AcceptFailures {
+    in_burst: u64,
+}
+
+impl AcceptFailures {
+    /// Records a failed accept; true when the server should pause before the next one.
+    fn failed(&mut self, error: &io::Error) -> bool {
+        // EMFILE (24): this process' limit; ENFILE (23): the system's; ENOBUFS/ENOMEM alike.
+        let exhausted = matches!(error.raw_os_error(), Some(23 | 24 | 105 | 12));
+        let kind = if exhausted { "fd_exhausted" } else { "other" };
+        Metrics::global().accept_errors.with_label_values(&[kind]).inc();
+        if self.in_burst == 0 {
+            if exhausted {
+                tracing::warn!(%error, "out of file descriptors: pausing accepts briefly, open connections keep being served");
+            } else {
+                tracing::warn!(%error, "accept failed");
+            }
+        }
+        self.in_burst += 1;
+        exhausted
+    }
+
+    fn recovered(&mut self) {
+        if self.in_burst > 0 {
+            tracing::info!(failed = self.in_burst, "accepting connections again");
+            self.in_burst = 0;
+        }
+    }
+}
+
+/// Which protocol hyper will speak on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WireProtocol {
+    Http1,
+    H2,
+}
+
+/// What a connection is doing, for its timeouts: how many requests are in flight (a response
+/// body still being sent counts, so an open stream is never idle) and since when nothing is.
+struct Activity {
+    state: watch::Sender<ActivityState>,
+    /// Whether a byte arrived since the connection became idle (starts a keep-alive head's clock).
+    head_started: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ActivityState {
+    in_flight: usize,
+    requests: u64,
+    idle_since: Instant,
+    head_started_at: Option<Instant>,
+}
+
+impl Activity {
+    fn new(accepted_at: Instant) -> Self {
+        Self {
+            state: watch::Sender::new(ActivityState {
+                in_flight: 0,
+                requests: 0,
+                idle_since: accepted_at,
+                head_started_at: None,
+            }),
+            head_started: AtomicBool::new(false),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.state.send_modify(|state| {
+            state.in_flight += 1;
+            state.requests += 1;
+            state.head_started_at = None;
+        });
+        InFlight(self.clone())
+    }
+
+    fn bytes_arrived(&self) {
+        if self.head_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.state.send_if_modified(|state| {
+            let starts = state.in_flight == 0 && state.head_started_at.is_none();
+            if starts {
+                state.head_started_at = Some(Instant::now());
+            }
+            starts
+        });
+    }
+
+    /// Completes, with the reason, once the connection has been idle too long or has taken too
+    /// long over a request head; never while a request is in flight.
+    async fn expired(&self, limits: &ConnectionArgs, protocol: WireProtocol) -> &'static str {
+        let mut state = self.state.subscribe();
+        loop {
+            let now = *state.borrow_and_update();
+            let deadline = if now.in_flight > 0 {
+                None
+            } else if now.requests == 0 {
+                // The first request's head (for h2: its HEADERS) is due within the head timeout.
+                Some((now.idle_since + limits.header_read_timeout, "header_timeout"))
+            } else {
+                let idle = (now.idle_since + limits.idle_timeout, "idle_timeout");
+                match (protocol, now.head_started_at) {
+                    // HTTP/2 frames between requests (pings, window updates) are no request head.
+                    (WireProtocol::Http1, Some(started)) => {
+                        Some(idle.min((started + limits.header_read_timeout, "header_timeout")))
+                    }
+                    _ => Some(idle),
+                }
+            };
+            match deadline {
+                Some((at, reason)) => tokio::select! {
+                    _ = tokio::time::sleep_until(at) => return reason,
+                    changed = state.changed() => if changed.is_err() { std::future::pending::<()>().await },
+                },
+                None => {
+                    if state.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One request in flight; dropped when its response body is done (or dropped).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.state.send_modify(|state| {
+            state.in_flight -= 1;
+            if state.in_flight == 0 {
+                state.idle_since = Instant::now();
+                state.head_started_at = None;
+            }
+        });
+        self.0.head_started.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The router, with every request and its response body counted as in flight.
+#[derive(Clone)]
+struct TrackedService {
+    router: Router,
+    activity: Arc<Activity>,
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for TrackedService {
+    type Response = http::Response<TrackedBody>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let in_flight = self.activity.begin();
+        let router = self.router.clone();
+        Box::pin(async move {
+            let response = router.oneshot(request).await?;
+            Ok(response.map(|body| TrackedBody {
+                inner: body,
+                _in_flight: in_flight,
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct TrackedBody {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connection's IO, telling its `Activity` when bytes arrive.
+struct Watched {
+    inner: Prefixed,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads the first request head, all of it before `deadline`; hands the connection to the
+/// interceptor when it wants it, else returns it (with the bytes read) for hyper. A head that
+/// is late, malformed or too large is answered (408, 400, 431) and the connection closed here.
 async fn offer(
     mut stream: TcpStream,
-    interceptor: Arc<dyn Interceptor>,
+    interceptor: Option<Arc<dyn Interceptor>>,
+    deadline: Instant,
     stop: &tokio_util::sync::CancellationToken,
-) -> Option<Prefixed> {
+) -> Option<(Prefixed, WireProtocol)> {
     let mut buffer = BytesMut::with_capacity(1024);
     let head = loop {
         // A connection that has not sent its request when the server stops is simply closed.
         let read = tokio::select! {
             _ = stop.cancelled() => return None,
-            read = tokio::time::timeout(HEAD_READ_TIMEOUT, stream.read_buf(&mut buffer)) => read,
+            read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buffer)) => read,
         };
         match read {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) if buffer.is_empty() => return None,
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break None,
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Err(_) => {
+                Metrics::global()
+                    .connections_closed
+                    .with_label_values(&["header_timeout"])
+                    .inc();
+                if !buffer.is_empty() {
+                    refuse(
+                        &stream,
+                        &Problem::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "/problems/request-timeout",
+                            "Request head not received in time",
+                        ),
+                    );
+                }
+                return None;
+            }
             Ok(Ok(_)) => {}
         }
         // HTTP/2 with prior knowledge: hyper's.
         let seen = buffer.len().min(H2_PREFACE_START.len());
         if H2_PREFACE_START.starts_with(&buffer[..seen]) {
             if seen == H2_PREFACE_START.len() {
-                break None;
+                return Some((
+                    Prefixed {
+                        prefix: buffer.freeze(),
+                        inner: stream,
+                    },
+                    WireProtocol::H2,
+                ));
             }
             continue;
         }
@@ -209,21 +504,70 @@ async fn offer(
                 });
             }
             Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD_BYTES => continue,
-            // Too large or malformed: hyper answers it properly.
-            _ => break None,
+            Ok(httparse::Status::Partial) => {
+                Metrics::global()
+                    .connections_closed
+                    .with_label_values(&["head_too_large"])
+                    .inc();
+                refuse(
+                    &stream,
+                    &Problem::new(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "/problems/head-too-large",
+                        "Request head too large",
+                    )
+                    .detail(format!(
+                        "the request line and headers must fit in {MAX_HEAD_BYTES} bytes"
+                    )),
+                );
+                return None;
+            }
+            // More headers than parsed here: hyper takes up to 100.
+            Err(httparse::Error::TooManyHeaders) => break None,
+            Err(error) => {
+                Metrics::global()
+                    .connections_closed
+                    .with_label_values(&["malformed_head"])
+                    .inc();
+                refuse(
+                    &stream,
+                    &Problem::bad_request(format!("the request head is malformed: {error}")),
+                );
+                return None;
+            }
         }
     };
-    match head {
+    match (head, interceptor) {
         // A bad Host is answered by hyper's side (one 400 for every route).
-        Some(head) if head.host_is_valid() && interceptor.wants(&head) => {
+        (Some(head), Some(interceptor)) if head.host_is_valid() && interceptor.wants(&head) => {
             interceptor.serve(stream, head).await;
             None
         }
-        _ => Some(Prefixed {
-            prefix: buffer.freeze(),
-            inner: stream,
-        }),
+        _ => Some((
+            Prefixed {
+                prefix: buffer.freeze(),
+                inner: stream,
+            },
+            WireProtocol::Http1,
+        )),
     }
+}
+
+/// Answers a connection about to be closed, without waiting: a client that does not read
+/// cannot hold the server up.
+fn refuse(stream: &TcpStream, problem: &Problem) {
+    let body = serde_json::to_string(problem).unwrap_or_default();
+    let reason = StatusCode::from_u16(problem.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let response = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        problem.status,
+        crate::problem::CONTENT_TYPE,
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
 }
 
 /// A stream whose first bytes were already read: they are returned again before the rest.
@@ -274,6 +618,7 @@ impl AsyncWrite for Prefixed {
 /// port 0, read the address, run until the lifecycle stops).
 pub struct Server {
     listener: TcpListener,
+    connection: ConnectionArgs,
     router: Router,
     interceptor: Option<Arc<dyn Interceptor>>,
     lifecycle: Lifecycle,
@@ -283,6 +628,7 @@ pub struct Server {
 impl Server {
     pub fn bind(
         listen: &ListenArgs,
+        connection: &ConnectionArgs,
         router: Router,
         interceptor: Option<Arc<dyn Interceptor>>,
         lifecycle: Lifecycle,
@@ -291,6 +637,7 @@ impl Server {
         let listener = bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", listen.listen))?;
         Ok(Self {
             listener,
+            connection: connection.clone(),
             router,
             interceptor,
             lifecycle,
@@ -303,6 +650,14 @@ impl Server {
     }
 
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        serve_with(self.listener, self.router, self.interceptor, self.lifecycle, self.grace).await
+        serve_with(
+            self.listener,
+            self.connection,
+            self.router,
+            self.interceptor,
+            self.lifecycle,
+            self.grace,
+        )
+        .await
     }
 }

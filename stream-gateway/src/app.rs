@@ -141,6 +141,7 @@ impl Application {
         let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone(), metrics);
         let server = Server::bind(
             &config.listen,
+            &config.connection,
             router,
             Some(fast_path),
             lifecycle,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
-use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs, parse_duration};
+use order_events::config::{ConnectionArgs, EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs, parse_duration};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -14,6 +14,8 @@ use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryAr
 pub struct Config {
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
     #[command(flatten)]
     pub store: EventStoreArgs,
     #[command(flatten)]

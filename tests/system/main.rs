@@ -2,7 +2,9 @@
 //! over HTTP like any client.
 #![allow(clippy::unwrap_used)]
 
+mod catalogue;
 mod delivery;
 mod helpers;
 mod protocol;
+mod slow_clients;
 mod validation;
