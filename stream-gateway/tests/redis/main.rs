@@ -4,5 +4,6 @@
 
 mod delivery;
 mod helpers;
+mod history;
 mod outages;
 mod retention;
