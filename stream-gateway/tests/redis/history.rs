@@ -217,3 +217,31 @@ async fn a_fresh_and_a_long_running_gateway_answer_every_cursor_alike() {
         assert_eq!(reset, cursor != ids[50], "cursor {cursor}");
     }
 }
+
+async fn metric(client: &reqwest::Client, gateway: &Gateway, name: &str) -> f64 {
+    let text = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_mode_a_cursor_redis_refuses_ends_the_stream_instead_of_polling_forever() {
+    let redis = RedisServer::start();
+    let api = OrderApi::spawn(&redis.url(), &[]).await;
+    let gateway = Gateway::spawn(&redis.url(), &["--delivery", "poll", "--poll-interval", "50ms"]);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &gateway).await;
+    let first = api.create_event(&client, "R0").await;
+    let second = api.create_event(&client, "R1").await;
+    let mut sse = open_stream(&client, &gateway.url("/api/order/stream"), Some(&first)).await;
+    expect_ids(&mut sse, std::slice::from_ref(&second)).await;
+
+    // Something else took the key: every read after any cursor is refused (WRONGTYPE).
+    redis.cli(&["DEL", "{orders}:events"]);
+    assert_eq!(redis.cli(&["SET", "{orders}:events", "not a stream"]), "OK");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sse.next_until(deadline).await.is_some() {}
+    assert!(sse.has_ended(), "the stream ends instead of polling a refused cursor forever");
+    assert!(metric(&client, &gateway, "sse_orders_cursor_errors_total{action=\"close\"}").await >= 1.0);
+}
