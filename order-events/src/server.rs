@@ -282,7 +282,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Serves until the lifecycle stops, drains, then marks the lifecycle finished.
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        serve_with(self.listener, self.router, self.interceptor, self.lifecycle, self.grace).await
+        let lifecycle = self.lifecycle.clone();
+        let result = serve_with(self.listener, self.router, self.interceptor, self.lifecycle, self.grace).await;
+        lifecycle.finish();
+        result
     }
 }

@@ -116,7 +116,9 @@ async fn a_sentinel_failover_to_a_replica_that_missed_writes_resets_every_affect
     let sentinel = Sentinel::start_failing_over_after(primary.port(), Duration::from_millis(1000));
     let replica_port = replica.port().to_string();
     eventually(Duration::from_secs(30), "the sentinel knows the replica", || async {
-        sentinel.cli(&["SENTINEL", "replicas", "mymaster"]).contains(&replica_port)
+        sentinel
+            .cli(&["SENTINEL", "replicas", "mymaster"])
+            .contains(&replica_port)
     })
     .await;
 
@@ -143,7 +145,11 @@ async fn a_sentinel_failover_to_a_replica_that_missed_writes_resets_every_affect
         missed.push(api.create_event(&client, &format!("MISSED-{n}")).await);
     }
     expect_ids(&mut live, &missed).await;
-    assert_eq!(replica.cli(&["XLEN", "{orders}:events"]), "3", "the replica missed the writes");
+    assert_eq!(
+        replica.cli(&["XLEN", "{orders}:events"]),
+        "3",
+        "the replica missed the writes"
+    );
 
     primary.stop();
     eventually(Duration::from_secs(40), "the sentinel promotes the replica", || async {
@@ -157,7 +163,11 @@ async fn a_sentinel_failover_to_a_replica_that_missed_writes_resets_every_affect
 
     let reset = expect_reset(&mut live, &HISTORY_RESETS, Duration::from_secs(30)).await;
     assert_eq!(reset["lastEventId"], missed[1].as_str());
-    assert_eq!(reset["resumeAfter"], shared[2].as_str(), "continues after what both histories share");
+    assert_eq!(
+        reset["resumeAfter"],
+        shared[2].as_str(),
+        "continues after what both histories share"
+    );
     expect_ids(&mut live, std::slice::from_ref(&new)).await;
 
     // Resuming from a lost id, on this gateway and a fresh one, is reset the same way; resuming
@@ -219,7 +229,14 @@ async fn a_fresh_and_a_long_running_gateway_answer_every_cursor_alike() {
 }
 
 async fn metric(client: &reqwest::Client, gateway: &Gateway, name: &str) -> f64 {
-    let text = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = client
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0.0, |value| value.trim().parse().unwrap())
@@ -242,6 +259,9 @@ async fn poll_mode_a_cursor_redis_refuses_ends_the_stream_instead_of_polling_for
     assert_eq!(redis.cli(&["SET", "{orders}:events", "not a stream"]), "OK");
     let deadline = Instant::now() + Duration::from_secs(20);
     while sse.next_until(deadline).await.is_some() {}
-    assert!(sse.has_ended(), "the stream ends instead of polling a refused cursor forever");
+    assert!(
+        sse.has_ended(),
+        "the stream ends instead of polling a refused cursor forever"
+    );
     assert!(metric(&client, &gateway, "sse_orders_cursor_errors_total{action=\"close\"}").await >= 1.0);
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod delivery;
+mod drain;
 mod helpers;
 mod history;
 mod outages;
