@@ -8,3 +8,4 @@ mod helpers;
 mod history;
 mod outages;
 mod retention;
+mod snapshot;
