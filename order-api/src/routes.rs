@@ -8,14 +8,14 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use order_events::domain::{FieldError, MAX_CUSTOMER_ID_CHARS};
-use order_events::domain::{Order, OrderCreated, OrderRequest};
+use order_events::domain::{FieldError, MAX_CUSTOMER_ID_CHARS, Order, OrderCreated, OrderRequest};
 use order_events::metrics::Metrics;
 use order_events::order_store::{
     CreateOutcome, IdempotencyKey, NewOrder, OrderStore, SnapshotQuery, StoreError, request_fingerprint,
 };
 use order_events::position::StreamPosition;
 use order_events::problem::Problem;
+use order_events::strict_json::{self, StrictJsonError};
 use order_events::telemetry::current_traceparent;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -81,11 +81,12 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
         .detail("send the order as Content-Type: application/json")
         .into_response();
     }
-    let json: serde_json::Value = match serde_json::from_slice(&body) {
+    let json = match strict_json::parse(&body) {
         Ok(json) => json,
-        Err(error) => {
-            return Problem::bad_request(format!("the body is not valid JSON: {error}")).into_response();
+        Err(StrictJsonError::DuplicateKey { field }) => {
+            return Problem::invalid_fields(vec![FieldError::new(field, "appears more than once")]).into_response();
         }
+        Err(error) => return Problem::bad_request(error.to_string()).into_response(),
     };
     let request = match OrderRequest::parse(&json) {
         Ok(request) => request,
@@ -190,14 +191,14 @@ fn snapshot_query(query: &str) -> Result<SnapshotQuery, Problem> {
         match name.as_str() {
             "limit" => match value.parse::<usize>() {
                 Ok(limit) if (1..=MAX_SNAPSHOT_LIMIT).contains(&limit) => parsed.limit = limit,
-                _ => errors.push(field_error(
+                _ => errors.push(FieldError::new(
                     "limit",
                     format!("must be a whole number from 1 to {MAX_SNAPSHOT_LIMIT}"),
                 )),
             },
             "customerId" => {
                 if value.is_empty() || value.chars().count() > MAX_CUSTOMER_ID_CHARS {
-                    errors.push(field_error(
+                    errors.push(FieldError::new(
                         "customerId",
                         format!("must be 1 to {MAX_CUSTOMER_ID_CHARS} characters"),
                     ));
@@ -207,7 +208,7 @@ fn snapshot_query(query: &str) -> Result<SnapshotQuery, Problem> {
             }
             "before" => match StreamPosition::parse(&value) {
                 Ok(before) => parsed.before = Some(before),
-                Err(error) => errors.push(field_error("before", error.to_string())),
+                Err(error) => errors.push(FieldError::new("before", error.to_string())),
             },
             _ => {}
         }
@@ -227,11 +228,4 @@ fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, Problem>
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
         .map(|q| q.0)
         .map_err(|_| Problem::bad_request("the query string is malformed"))
-}
-
-fn field_error(field: &str, message: String) -> FieldError {
-    FieldError {
-        field: field.to_owned(),
-        message,
-    }
 }

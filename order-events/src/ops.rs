@@ -132,9 +132,63 @@ pub async fn track_http(State(metrics): State<Arc<Metrics>>, request: Request, n
     response
 }
 
+/// What is wrong with a request's `Host` (RFC 9112 §3.2, RFC 9113 §8.3.1), if anything. HTTP/1.1
+/// needs exactly one; HTTP/1.0 at most one; HTTP/2 needs `:authority` or one `Host`, and the two
+/// must agree when both are sent. A value must be a `host[:port]` (empty only beside an
+/// authority-less target).
+pub fn host_problem<'a>(
+    version: axum::http::Version,
+    hosts: impl IntoIterator<Item = &'a [u8]>,
+    authority: Option<&str>,
+) -> Option<&'static str> {
+    use axum::http::Version;
+    let hosts: Vec<&[u8]> = hosts.into_iter().take(2).collect();
+    if hosts.len() > 1 {
+        return Some("a request must not carry more than one Host header");
+    }
+    let host = hosts.first().copied();
+    if let Some(host) = host {
+        let valid = host.is_empty()
+            || (!host.contains(&b'@')
+                && std::str::from_utf8(host).is_ok_and(|h| h.parse::<axum::http::uri::Authority>().is_ok()));
+        if !valid {
+            return Some("the Host header must be host[:port]");
+        }
+    }
+    match version {
+        Version::HTTP_2 | Version::HTTP_3 => match (host, authority) {
+            (None, None) => Some("an HTTP/2 request needs :authority or a Host header"),
+            (Some(host), Some(authority)) if !host.eq_ignore_ascii_case(authority.as_bytes()) => {
+                Some("the Host header differs from :authority")
+            }
+            _ => None,
+        },
+        Version::HTTP_09 | Version::HTTP_10 => None,
+        _ if host.is_none() => Some("an HTTP/1.1 request needs a Host header"),
+        _ => None,
+    }
+}
+
+/// Refuses requests with a missing, repeated or malformed `Host` with a 400 problem.
+async fn check_host(request: Request, next: Next) -> Response {
+    let problem = host_problem(
+        request.version(),
+        request
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        request.uri().authority().map(|a| a.as_str()),
+    );
+    match problem {
+        Some(problem) => Problem::bad_request(problem).into_response(),
+        None => next.run(request).await,
+    }
+}
+
 /// Adds the operational routes and the layers every service shares: HTTP metrics, one problem
-/// body for every error, a 404 problem for unknown paths, and panics turned into 500s. Also
-/// starts the readiness probe that keeps `sse_orders_ready` current.
+/// body for every error, a 400 for a bad `Host`, a 404 problem for unknown paths, and panics
+/// turned into 500s. Also starts the readiness probe that keeps `sse_orders_ready` current.
 pub fn finish_router(
     router: Router,
     readiness: Arc<dyn ReadinessCheck>,
@@ -145,6 +199,7 @@ pub fn finish_router(
     router
         .merge(ops_router(readiness, lifecycle, metrics.clone()))
         .fallback(|| async { Problem::not_found("no such route").into_response() })
+        .layer(axum::middleware::from_fn(check_host))
         .layer(axum::middleware::map_response(crate::problem::problem_for_plain_errors))
         .layer(axum::middleware::from_fn_with_state(metrics, track_http))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -155,4 +210,35 @@ pub fn finish_router(
             )
             .into_response()
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Version;
+
+    use super::*;
+
+    #[test]
+    fn http1_needs_exactly_one_well_formed_host() {
+        let one: [&[u8]; 1] = [b"example.com:8080"];
+        assert_eq!(host_problem(Version::HTTP_11, one, None), None);
+        assert_eq!(host_problem(Version::HTTP_11, [&b""[..]], None), None);
+        assert!(host_problem(Version::HTTP_11, [], None).is_some());
+        assert!(host_problem(Version::HTTP_11, [&b"a"[..], b"a"], None).is_some());
+        assert!(host_problem(Version::HTTP_10, [&b"a"[..], b"b"], None).is_some());
+        assert_eq!(host_problem(Version::HTTP_10, [], None), None);
+        for bad in [&b"a b"[..], b"user@host", b"host/path", b"\xff"] {
+            assert!(host_problem(Version::HTTP_11, [bad], None).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn http2_needs_an_authority_that_host_agrees_with() {
+        assert_eq!(host_problem(Version::HTTP_2, [], Some("a:1")), None);
+        assert_eq!(host_problem(Version::HTTP_2, [&b"A:1"[..]], Some("a:1")), None);
+        assert_eq!(host_problem(Version::HTTP_2, [&b"a:1"[..]], None), None);
+        assert!(host_problem(Version::HTTP_2, [], None).is_some());
+        assert!(host_problem(Version::HTTP_2, [&b"b:1"[..]], Some("a:1")).is_some());
+        assert!(host_problem(Version::HTTP_2, [&b"a:1"[..], b"a:1"], Some("a:1")).is_some());
+    }
 }

@@ -116,9 +116,10 @@ impl StreamKeys {
         &self.order_prefix
     }
 
-    /// The record of one idempotency key (`<fingerprint> <order id>`).
-    pub fn idempotency(&self, key: &str) -> String {
-        format!("{}{key}", self.idempotency_prefix)
+    /// The record of one customer's idempotency key (`<fingerprint> <order id>`). The customer
+    /// id is length-prefixed (in bytes), so no customer's keys can be named like another's.
+    pub fn idempotency(&self, customer_id: &str, key: &str) -> String {
+        format!("{}{}:{customer_id}:{key}", self.idempotency_prefix, customer_id.len())
     }
 }
 
@@ -596,7 +597,8 @@ mod tests {
             keys.order(id),
             "{orders}:events:order:00000000-0000-0000-0000-000000000000"
         );
-        assert_eq!(keys.idempotency("k-1"), "{orders}:events:idem:k-1");
+        assert_eq!(keys.idempotency("c-1", "k-1"), "{orders}:events:idem:3:c-1:k-1");
+        assert_ne!(keys.idempotency("a:1", "b"), keys.idempotency("a", "1:b"));
     }
 
     #[test]

@@ -57,6 +57,10 @@ enum Start {
 }
 
 fn start_from(headers: &HeaderMap, query: &StreamQuery) -> Result<Start, Problem> {
+    // Two ids would make the start position a guess.
+    if headers.get_all("last-event-id").iter().nth(1).is_some() {
+        return Err(Problem::bad_request("send at most one Last-Event-ID header"));
+    }
     // An empty Last-Event-ID is what some clients send on their first connection.
     let header = headers
         .get("last-event-id")
@@ -170,6 +174,14 @@ mod tests {
             start_from(&HeaderMap::new(), &query(None)).unwrap(),
             Start::ReplayWindow
         );
+    }
+
+    #[test]
+    fn two_last_event_ids_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.append("last-event-id", HeaderValue::from_static("5-1"));
+        headers.append("last-event-id", HeaderValue::from_static("5-1"));
+        assert!(start_from(&headers, &query(None)).is_err());
     }
 
     #[test]

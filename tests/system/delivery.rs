@@ -160,7 +160,7 @@ async fn a_stalled_client_neither_blocks_others_nor_grows_memory_past_the_log_bo
             last
         })
     };
-    let events = reader.collect_orders(10_000, Duration::from_secs(120)).await;
+    let events = reader.collect_orders(10_000, Duration::from_secs(300)).await;
     let last = publisher.await.unwrap();
     assert_eq!(events.last().unwrap().0, last);
     let unique: HashSet<&String> = events.iter().map(|(id, _)| id).collect();

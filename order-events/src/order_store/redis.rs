@@ -138,9 +138,12 @@ impl RedisOrderStore {
         let keys = self.redis.keys();
         let order_id = new.order.order_id;
         let (idempotency_key, fingerprint) = match &new.idempotency {
-            Some((key, fingerprint)) => (keys.idempotency(key.as_str()), fingerprint.clone()),
+            Some((key, fingerprint)) => (
+                keys.idempotency(&new.order.customer_id, key.as_str()),
+                fingerprint.clone(),
+            ),
             // Never touched; named so that every key of the call hashes to the stream's slot.
-            None => (keys.idempotency(""), String::new()),
+            None => (keys.idempotency("", ""), String::new()),
         };
         let idempotency_ttl_ms = (self.retention.idempotency_ttl.as_millis() as u64).to_string();
         let script_keys = vec![
