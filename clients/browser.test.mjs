@@ -138,3 +138,46 @@ test("the page starts a new EventSource after the browser gives up on a 503", { 
   await expectTable(page, created);
   await page.close();
 });
+
+test("the page loads the latest orders, follows the stream from their position and charts them", { timeout: 60_000 }, async (t) => {
+  // No replay window: only the initial load can show orders created before the page opened.
+  const server = await startServer({ args: ["--replay-window", "0s"] });
+  t.after(() => server.stop());
+  const created = [];
+  for (let i = 0; i < 55; i++) created.push(await createOrder(server.baseUrl, `before-${i}`));
+
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  await page.goto(`${server.baseUrl}/`);
+  await waitUntil(async () => (await pageState(page)) === "open", { what: "the page to connect" });
+  // The last 50, newest first, then what the stream brings after their position.
+  await expectTable(page, created.slice(5));
+  for (let i = 0; i < 3; i++) created.push(await createOrder(server.baseUrl, `after-${i}`));
+  await expectTable(page, created.slice(5));
+
+  // The charts count what the table holds: every order was created within the last minute.
+  await waitUntil(async () => Number(await page.getAttribute("#chart-orders", "data-total")) === 53, {
+    what: "the orders-per-second chart to count every order",
+  });
+  assert.equal(await page.locator("#chart-orders rect").count(), 60);
+  const points = await page.getAttribute("#chart-revenue polyline", "points");
+  assert.equal(points.split(" ").length, 30);
+  assert.ok(Number(await page.textContent("#revenue-now")) > 0);
+  await page.screenshot({ path: path.join(artifactsDir, "browser-snapshot-chart.png"), fullPage: true });
+  await page.close();
+});
+
+test("the page reloads its orders when the stream announces a lost history", { timeout: 60_000 }, async (t) => {
+  const server = await startServer({ args: ["--replay-window", "0s"] });
+  t.after(() => server.stop());
+  const created = [];
+  for (let i = 0; i < 2; i++) created.push(await createOrder(server.baseUrl, `kept-${i}`));
+  // An id this process never issued: the server answers `reset`, and the page reloads.
+  const page = await browser.newPage();
+  await page.goto(`${server.baseUrl}/?lastEventId=99999999999999-0`);
+  await waitUntil(() => page.isVisible("#reset"), { what: "the reset notice" });
+  assert.match(await page.textContent("#reset"), /history/);
+  await expectTable(page, created);
+  created.push(await createOrder(server.baseUrl, "after-reset"));
+  await expectTable(page, created);
+  await page.close();
+});

@@ -8,9 +8,12 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use order_events::domain::{FieldError, Order, OrderCreated, OrderRequest};
+use order_events::domain::{FieldError, MAX_CUSTOMER_ID_CHARS, Order, OrderCreated, OrderRequest};
 use order_events::metrics::Metrics;
-use order_events::order_store::{CreateOutcome, IdempotencyKey, NewOrder, OrderStore, StoreError, request_fingerprint};
+use order_events::order_store::{
+    CreateOutcome, IdempotencyKey, NewOrder, OrderStore, SnapshotQuery, StoreError, request_fingerprint,
+};
+use order_events::position::StreamPosition;
 use order_events::problem::Problem;
 use order_events::strict_json::{self, StrictJsonError};
 use order_events::telemetry::current_traceparent;
@@ -29,6 +32,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/order", post(create_order))
         .route("/api/order/{id}", get(get_order))
+        .route("/api/orders", get(list_orders))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -149,4 +153,79 @@ async fn get_order(State(state): State<ApiState>, Path(id): Path<String>) -> Res
         Ok(None) => Problem::not_found(format!("no order has the id `{id}`")).into_response(),
         Err(error) => store_failure(error),
     }
+}
+
+/// Most orders one snapshot page returns.
+pub const MAX_SNAPSHOT_LIMIT: usize = 500;
+const DEFAULT_SNAPSHOT_LIMIT: usize = 50;
+
+/// `GET /api/orders?limit=N&customerId=C&before=ID`: the newest orders (one customer's with
+/// `customerId`), older than `before` when paging on, with the stream position they are
+/// consistent with. Loading this and then following the stream after `position` sees every
+/// order exactly once.
+async fn list_orders(State(state): State<ApiState>, uri: axum::http::Uri) -> Response {
+    match snapshot_query(uri.query().unwrap_or("")) {
+        Ok(query) => match state.store.snapshot(&query).await {
+            Ok(snapshot) => {
+                let mut response = axum::Json(snapshot).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            Err(error) => store_failure(error),
+        },
+        Err(problem) => problem.into_response(),
+    }
+}
+
+fn snapshot_query(query: &str) -> Result<SnapshotQuery, Problem> {
+    let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query)?;
+    let mut parsed = SnapshotQuery {
+        limit: DEFAULT_SNAPSHOT_LIMIT,
+        customer_id: None,
+        before: None,
+    };
+    let mut errors = Vec::new();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "limit" => match value.parse::<usize>() {
+                Ok(limit) if (1..=MAX_SNAPSHOT_LIMIT).contains(&limit) => parsed.limit = limit,
+                _ => errors.push(FieldError::new(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_SNAPSHOT_LIMIT}"),
+                )),
+            },
+            "customerId" => {
+                if value.is_empty() || value.chars().count() > MAX_CUSTOMER_ID_CHARS {
+                    errors.push(FieldError::new(
+                        "customerId",
+                        format!("must be 1 to {MAX_CUSTOMER_ID_CHARS} characters"),
+                    ));
+                } else {
+                    parsed.customer_id = Some(value);
+                }
+            }
+            "before" => match StreamPosition::parse(&value) {
+                Ok(before) => parsed.before = Some(before),
+                Err(error) => errors.push(FieldError::new("before", error.to_string())),
+            },
+            _ => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(Problem::invalid_fields(errors))
+    }
+}
+
+/// `name=value` pairs of a query string, percent-decoded.
+fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, Problem> {
+    let uri: axum::http::Uri = format!("/?{query}")
+        .parse()
+        .map_err(|_| Problem::bad_request("the query string is malformed"))?;
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|_| Problem::bad_request("the query string is malformed"))
 }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{CreatedOrder, Order, OrderCreated, OrderRequest};
+use crate::position::{Epoch, StreamPosition};
 
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -78,10 +79,37 @@ pub enum StoreError {
     Malformed(String),
 }
 
+/// What `GET /api/orders` asks for: the newest orders first, optionally one customer's, older
+/// than `before` when paging on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotQuery {
+    pub limit: usize,
+    pub customer_id: Option<String>,
+    /// Only orders whose event is strictly older than this (the previous page's `next`).
+    pub before: Option<StreamPosition>,
+}
+
+/// Orders, newest first, together with the stream position they are consistent with: every order
+/// whose event is at or before `position` (and matches the query) is in this page or an older
+/// one, none after it is, so following the stream after `position` continues exactly.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderSnapshot {
+    /// Each order as the POST returned it (with its `eventId`).
+    pub orders: Vec<serde_json::Value>,
+    pub position: StreamPosition,
+    pub epoch: Option<Epoch>,
+    /// Pass as `before` for the next, older page; `None` when there is nothing older.
+    pub next: Option<StreamPosition>,
+}
+
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
     async fn create(&self, new: NewOrder) -> Result<CreateOutcome, StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<CreatedOrder>, StoreError>;
+    /// The newest orders still in the event log's retention, with the position they are
+    /// consistent with, read atomically with respect to `create`.
+    async fn snapshot(&self, query: &SnapshotQuery) -> Result<OrderSnapshot, StoreError>;
     async fn check_ready(&self) -> Result<(), StoreError>;
     fn backend(&self) -> &'static str;
 }

@@ -649,8 +649,10 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Serves until the lifecycle stops, drains, then marks the lifecycle finished.
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        serve_with(
+        let lifecycle = self.lifecycle.clone();
+        let result = serve_with(
             self.listener,
             self.connection,
             self.router,
@@ -658,6 +660,8 @@ impl Server {
             self.lifecycle,
             self.grace,
         )
-        .await
+        .await;
+        lifecycle.finish();
+        result
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Lifecycle {
     draining: Arc<AtomicBool>,
     stop: CancellationToken,
+    finished: CancellationToken,
 }
 
 impl Lifecycle {
@@ -21,6 +22,19 @@ impl Lifecycle {
     /// Cancelled when servers stop accepting and streams must end.
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
+    }
+
+    /// Cancelled once the server has closed its last connection (or given up on them after the
+    /// grace period): what feeds open streams runs until then, so a draining process keeps
+    /// delivering to every stream until the moment that stream is closed.
+    pub fn finished_token(&self) -> CancellationToken {
+        self.finished.clone()
+    }
+
+    /// Marks every connection closed: the server calls this after its drain.
+    pub fn finish(&self) {
+        self.stop();
+        self.finished.cancel();
     }
 
     pub fn is_draining(&self) -> bool {

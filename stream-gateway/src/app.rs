@@ -72,7 +72,8 @@ pub async fn build_feed(
     };
     let log: Arc<dyn EventLog> = crate::redis::connect(url, store, metrics.clone()).await?;
     Ok(match gateway.delivery {
-        DeliveryMode::Hub => Feed::hub(log, gateway.ring_capacity as usize, lifecycle.stop_token(), metrics),
+        // The tail reader outlives the stop signal: draining streams are fed until each closes.
+        DeliveryMode::Hub => Feed::hub(log, gateway.ring_capacity as usize, lifecycle.finished_token(), metrics),
         DeliveryMode::Poll => Feed::Poll {
             log,
             interval: gateway.poll_interval,

@@ -7,4 +7,5 @@ mod delivery;
 mod helpers;
 mod protocol;
 mod slow_clients;
+mod snapshot;
 mod validation;

@@ -149,3 +149,17 @@ async fn streams_work_over_cleartext_http2_many_on_one_connection() {
         assert_eq!(events[0].1, order_of(&created));
     }
 }
+
+#[tokio::test]
+async fn the_ready_gauge_follows_the_process_without_anyone_asking_readyz() {
+    let app = spawn_app(&[]).await;
+    order_events::testing::eventually(Duration::from_secs(10), "ready without /readyz", || async {
+        app.metric("sse_orders_ready").await == 1.0
+    })
+    .await;
+    app.lifecycle.start_draining();
+    order_events::testing::eventually(Duration::from_secs(10), "not ready while draining", || async {
+        app.metric("sse_orders_ready").await == 0.0
+    })
+    .await;
+}

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::{CreateOutcome, NewOrder, OrderStore, StoreError};
+use super::{CreateOutcome, NewOrder, OrderSnapshot, OrderStore, SnapshotQuery, StoreError};
 use crate::domain::CreatedOrder;
 use crate::event_log::memory::MemoryLog;
 
@@ -88,6 +88,46 @@ impl OrderStore for MemoryOrderStore {
 
     async fn get(&self, id: Uuid) -> Result<Option<CreatedOrder>, StoreError> {
         Ok(self.state.lock().orders.get(&id).cloned())
+    }
+
+    async fn snapshot(&self, query: &SnapshotQuery) -> Result<OrderSnapshot, StoreError> {
+        // `create` appends and inserts under this lock: holding it, the orders and the log's end
+        // are one moment.
+        let state = self.state.lock();
+        let ring = self.log.ring();
+        let position = ring.newest();
+        let floor = ring.floor();
+        let mut orders = Vec::new();
+        let mut next = None;
+        let candidates = state
+            .order_ids
+            .iter()
+            .rev()
+            .filter_map(|id| state.orders.get(id))
+            // Like the Redis store: what the log still retains.
+            .filter(|order| order.event_id > floor)
+            .filter(|order| query.before.is_none_or(|before| order.event_id < before))
+            .filter(|order| {
+                query
+                    .customer_id
+                    .as_deref()
+                    .is_none_or(|customer| order.order.customer_id == customer)
+            });
+        let mut last_included = None;
+        for order in candidates {
+            if orders.len() == query.limit {
+                next = last_included;
+                break;
+            }
+            last_included = Some(order.event_id);
+            orders.push(serde_json::to_value(order).map_err(|e| StoreError::Malformed(e.to_string()))?);
+        }
+        Ok(OrderSnapshot {
+            orders,
+            position,
+            epoch: Some(self.log.epoch().clone()),
+            next,
+        })
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {

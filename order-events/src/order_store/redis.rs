@@ -8,9 +8,9 @@ use fred::interfaces::{ClientLike, HashesInterface};
 use fred::types::Value;
 use uuid::Uuid;
 
-use super::{CreateOutcome, NewOrder, OrderStore, StoreError};
+use super::{CreateOutcome, NewOrder, OrderSnapshot, OrderStore, SnapshotQuery, StoreError};
 use crate::domain::{CreatedOrder, Order};
-use crate::position::Epoch;
+use crate::position::{Epoch, StreamPosition};
 use crate::redis_client::{
     Failure, LuaScript, RedisConnection, RedisSettings, RetentionSettings, StreamKeys, append_args, position,
     retention_lua, text,
@@ -54,6 +54,57 @@ apply_retention(KEYS[1], KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms)
 return {'created', id}
 "#
 ));
+
+/// The newest entries (optionally one customer's, older than a position), the stream's last id
+/// and its epoch, in one atomic step: no order can be created between the page and its position.
+/// KEYS: stream, epoch. ARGV: start ('+' or '(' .. id), limit, customer ('' for all), most
+/// entries to scan. Returns {position, epoch, {id, data, ...}, last id scanned or false when the
+/// stream has nothing older}.
+static SNAPSHOT: LuaScript = LuaScript::new(
+    r#"
+local position = '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then position = info[i + 1] end
+  end
+end
+local limit = tonumber(ARGV[2])
+local budget = tonumber(ARGV[4])
+local found = {}
+local start = ARGV[1]
+local last = false
+local exhausted = false
+while #found < 2 * limit and budget > 0 do
+  local batch = redis.call('XREVRANGE', KEYS[1], start, '-', 'COUNT', math.min(budget, 200))
+  if #batch == 0 then
+    exhausted = true
+    break
+  end
+  for _, entry in ipairs(batch) do
+    if #found == 2 * limit then break end
+    budget = budget - 1
+    last = entry[1]
+    local data, customer = nil, nil
+    for i = 1, #entry[2], 2 do
+      if entry[2][i] == 'data' then data = entry[2][i + 1] end
+      if entry[2][i] == 'customer' then customer = entry[2][i + 1] end
+    end
+    if data and (ARGV[3] == '' or customer == ARGV[3]) then
+      found[#found + 1] = entry[1]
+      found[#found + 1] = data
+    end
+  end
+  start = '(' .. last
+end
+if exhausted then last = false end
+return {position, redis.call('GET', KEYS[2]), found, last}
+"#,
+);
+
+/// Entries one snapshot page scans at most, so a rare customer's page cannot make one script
+/// walk the whole stream; the page then ends early with `next` set.
+const SNAPSHOT_SCAN: usize = 10_000;
 
 pub struct RedisOrderStore {
     redis: RedisConnection,
@@ -176,6 +227,80 @@ impl OrderStore for RedisOrderStore {
             },
             other => Err(malformed(format!("HMGET replied {other:?}"))),
         }
+    }
+
+    async fn snapshot(&self, query: &SnapshotQuery) -> Result<OrderSnapshot, StoreError> {
+        let keys = self.redis.keys();
+        let start = query
+            .before
+            .map_or_else(|| "+".to_owned(), |before| format!("({before}"));
+        // `(0-0` is not a valid range end in Redis: nothing is older than it anyway.
+        if query.before == Some(StreamPosition::ZERO) || query.limit == 0 {
+            let mut page = self
+                .snapshot(&SnapshotQuery {
+                    limit: 1,
+                    customer_id: Some(String::new()),
+                    before: None,
+                })
+                .await?;
+            page.orders.clear();
+            page.next = None;
+            return Ok(page);
+        }
+        let reply = self
+            .redis
+            .observed(
+                "snapshot",
+                SNAPSHOT.run(
+                    &self.redis,
+                    vec![keys.stream().to_owned(), keys.epoch().to_owned()],
+                    vec![
+                        start,
+                        query.limit.to_string(),
+                        query.customer_id.clone().unwrap_or_default(),
+                        SNAPSHOT_SCAN.to_string(),
+                    ],
+                ),
+            )
+            .await
+            .map_err(Failure::from)?;
+        let Value::Array(reply) = reply else {
+            return Err(malformed(format!("snapshot script replied {reply:?}")));
+        };
+        let Ok([position_value, epoch, found, last]) = <[Value; 4]>::try_from(reply) else {
+            return Err(malformed(
+                "snapshot script replied with the wrong number of values".into(),
+            ));
+        };
+        let found = match found {
+            Value::Array(found) => found,
+            Value::Null => Vec::new(),
+            other => return Err(malformed(format!("snapshot entries {other:?}"))),
+        };
+        let mut orders = Vec::with_capacity(found.len() / 2);
+        for pair in found.chunks_exact(2) {
+            let id = position(&pair[0])?;
+            // Entries another writer made unreadable are left out, as the stream leaves them out.
+            let Some(mut order) = text(&pair[1]).and_then(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+            else {
+                continue;
+            };
+            let Some(fields) = order.as_object_mut() else { continue };
+            fields.insert("eventId".into(), serde_json::Value::String(id.to_string()));
+            orders.push(order);
+        }
+        // More may be older than what was scanned (the page filled up or the scan budget ran
+        // out): the next page starts before it.
+        let next = match last {
+            Value::Null => None,
+            value => Some(position(&value)?),
+        };
+        Ok(OrderSnapshot {
+            orders,
+            position: position(&position_value)?,
+            epoch: text(&epoch).and_then(Epoch::from_stored),
+            next,
+        })
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {

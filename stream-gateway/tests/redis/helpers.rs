@@ -32,14 +32,16 @@ impl Gateway {
                 "--log-format",
                 "json",
             ])
-            .args([
-                "--drain-delay",
-                "0s",
-                "--shutdown-grace",
-                "2s",
-                "--reconnect-delay",
-                "100ms",
-            ])
+            .args(
+                [
+                    ("--drain-delay", "0s"),
+                    ("--shutdown-grace", "2s"),
+                    ("--reconnect-delay", "100ms"),
+                ]
+                .into_iter()
+                .filter(|(flag, _)| !args.contains(flag))
+                .flat_map(|(flag, value)| [flag, value]),
+            )
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -72,6 +74,27 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGTERM: the process drains as a pod being replaced does.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM delivered");
+    }
+
+    /// Waits until the process has exited.
+    pub async fn wait_for_exit(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     /// SIGKILL: the process dies with its connections, as a crashed pod would.

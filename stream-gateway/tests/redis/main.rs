@@ -3,6 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod delivery;
+mod drain;
 mod helpers;
+mod history;
 mod outages;
 mod retention;
+mod snapshot;
