@@ -73,13 +73,19 @@ impl Application {
             metrics.clone(),
         );
         let readiness = AllReady(vec![Arc::new(StoreReady(store)), Arc::new(FeedReady(feed))]);
-        let router = finish_router(api.merge(gateway), Arc::new(readiness), lifecycle.clone(), metrics);
+        let router = finish_router(
+            api.merge(gateway),
+            Arc::new(readiness),
+            lifecycle.clone(),
+            metrics.clone(),
+        );
         let server = Server::bind(
             &config.listen,
             &config.connection,
             router,
             Some(fast_path),
             lifecycle,
+            metrics,
             config.shutdown.shutdown_grace,
         )?;
         Ok(Self { server })

@@ -64,13 +64,19 @@ impl Application {
             max_body_bytes: config.api.max_body_bytes as usize,
             metrics: metrics.clone(),
         };
-        let router = finish_router(router(state), Arc::new(StoreReady(store)), lifecycle.clone(), metrics);
+        let router = finish_router(
+            router(state),
+            Arc::new(StoreReady(store)),
+            lifecycle.clone(),
+            metrics.clone(),
+        );
         let server = Server::bind(
             &config.listen,
             &config.connection,
             router,
             None,
             lifecycle,
+            metrics,
             config.shutdown.shutdown_grace,
         )?;
         Ok(Self { server })

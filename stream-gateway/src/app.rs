@@ -139,13 +139,14 @@ impl Application {
             &lifecycle,
             metrics.clone(),
         );
-        let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone(), metrics);
+        let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone(), metrics.clone());
         let server = Server::bind(
             &config.listen,
             &config.connection,
             router,
             Some(fast_path),
             lifecycle,
+            metrics,
             config.shutdown.shutdown_grace,
         )?;
         Ok(Self { server })
