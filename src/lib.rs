@@ -14,6 +14,7 @@ use order_api::OrderApiArgs;
 use order_api::app::{StoreReady, order_store};
 use order_events::config::{ConnectionArgs, EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs};
 use order_events::event_log::memory::MemoryLog;
+use order_events::metrics::Metrics;
 use order_events::ops::{AllReady, finish_router};
 use order_events::server::Server;
 use order_events::shutdown::Lifecycle;
@@ -55,15 +56,29 @@ impl Application {
                 config.store.log_max_age(),
             ))
         });
-        let store = order_store(&config.store, &config.api, memory_log.clone()).await?;
-        let feed = Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle).await?);
+        // One registry for both services: they are one process to Prometheus.
+        let metrics = Arc::new(Metrics::new());
+        let store = order_store(&config.store, &config.api, memory_log.clone(), metrics.clone()).await?;
+        let feed = Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle, metrics.clone()).await?);
         let api = order_api::router(order_api::ApiState {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
+            metrics: metrics.clone(),
         });
-        let (gateway, fast_path) = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
+        let (gateway, fast_path) = gateway_router(
+            feed.clone(),
+            &config.gateway,
+            &config.shutdown,
+            &lifecycle,
+            metrics.clone(),
+        );
         let readiness = AllReady(vec![Arc::new(StoreReady(store)), Arc::new(FeedReady(feed))]);
-        let router = finish_router(api.merge(gateway), Arc::new(readiness), lifecycle.clone());
+        let router = finish_router(
+            api.merge(gateway),
+            Arc::new(readiness),
+            lifecycle.clone(),
+            metrics.clone(),
+        );
         let server = Server::bind(
             &config.listen,
             &config.connection,
@@ -71,6 +86,7 @@ impl Application {
             Some(fast_path),
             lifecycle,
             config.shutdown.shutdown_grace,
+            metrics,
         )?;
         Ok(Self { server })
     }

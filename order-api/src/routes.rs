@@ -21,6 +21,7 @@ use uuid::Uuid;
 pub struct ApiState {
     pub store: Arc<dyn OrderStore>,
     pub max_body_bytes: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -114,7 +115,7 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
         .await
     {
         Ok(CreateOutcome::Created(created)) => {
-            Metrics::global().orders_created.inc();
+            state.metrics.orders_created.inc();
             (StatusCode::CREATED, created)
         }
         Ok(CreateOutcome::Replayed(created)) => (StatusCode::OK, created),

@@ -39,21 +39,50 @@ impl ReadinessCheck for AllReady {
 struct OpsState {
     readiness: Arc<dyn ReadinessCheck>,
     lifecycle: Lifecycle,
+    metrics: Arc<Metrics>,
 }
 
-pub fn ops_router(readiness: Arc<dyn ReadinessCheck>, lifecycle: Lifecycle) -> Router {
+/// How often the process checks its own readiness, so `sse_orders_ready` is current even when
+/// nothing scrapes `/readyz`.
+pub const READINESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps `sse_orders_ready` up to date from the process itself: the readiness checks run every
+/// [`READINESS_INTERVAL`] (and draining sets it to 0 at once) until the lifecycle stops.
+pub fn spawn_readiness_probe(readiness: Arc<dyn ReadinessCheck>, lifecycle: Lifecycle, metrics: Arc<Metrics>) {
+    tokio::spawn(async move {
+        let stop = lifecycle.stop_token();
+        let mut tick = tokio::time::interval(READINESS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let ready = !lifecycle.is_draining() && readiness.check().await.is_ok();
+            // Draining may have begun while the checks ran.
+            metrics.ready.set(i64::from(ready && !lifecycle.is_draining()));
+        }
+        metrics.ready.set(0);
+    });
+}
+
+pub fn ops_router(readiness: Arc<dyn ReadinessCheck>, lifecycle: Lifecycle, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(
             "/healthz",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}") }),
         )
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(OpsState { readiness, lifecycle })
+        .route("/metrics", get(render_metrics))
+        .with_state(OpsState {
+            readiness,
+            lifecycle,
+            metrics,
+        })
 }
 
 async fn readyz(State(state): State<OpsState>) -> Response {
-    let metrics = Metrics::global();
+    let metrics = &state.metrics;
     if state.lifecycle.is_draining() {
         metrics.ready.set(0);
         return Problem::unavailable("draining: this instance is shutting down").into_response();
@@ -70,8 +99,8 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
-    let mut response = Metrics::global().render().into_response();
+async fn render_metrics(State(state): State<OpsState>) -> Response {
+    let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -80,7 +109,7 @@ async fn metrics() -> Response {
 }
 
 /// Counts requests by route template (never by raw path, which would explode label values).
-pub async fn track_http(request: Request, next: Next) -> Response {
+pub async fn track_http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
@@ -88,7 +117,6 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    let metrics = Metrics::global();
     let status = response.status();
     metrics
         .http_requests
@@ -160,14 +188,20 @@ async fn check_host(request: Request, next: Next) -> Response {
 
 /// Adds the operational routes and the layers every service shares: HTTP metrics, one problem
 /// body for every error, a 400 for a bad `Host`, a 404 problem for unknown paths, and panics
-/// turned into 500s.
-pub fn finish_router(router: Router, readiness: Arc<dyn ReadinessCheck>, lifecycle: Lifecycle) -> Router {
+/// turned into 500s. Also starts the readiness probe that keeps `sse_orders_ready` current.
+pub fn finish_router(
+    router: Router,
+    readiness: Arc<dyn ReadinessCheck>,
+    lifecycle: Lifecycle,
+    metrics: Arc<Metrics>,
+) -> Router {
+    spawn_readiness_probe(readiness.clone(), lifecycle.clone(), metrics.clone());
     router
-        .merge(ops_router(readiness, lifecycle))
+        .merge(ops_router(readiness, lifecycle, metrics.clone()))
         .fallback(|| async { Problem::not_found("no such route").into_response() })
         .layer(axum::middleware::from_fn(check_host))
         .layer(axum::middleware::map_response(crate::problem::problem_for_plain_errors))
-        .layer(axum::middleware::from_fn(track_http))
+        .layer(axum::middleware::from_fn_with_state(metrics, track_http))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -114,6 +114,7 @@ pub async fn serve_with(
     interceptor: Option<Arc<dyn Interceptor>>,
     lifecycle: Lifecycle,
     grace: Duration,
+    metrics: Arc<Metrics>,
 ) -> io::Result<()> {
     let stop = lifecycle.stop_token();
     let tracker = TaskTracker::new();
@@ -132,7 +133,7 @@ pub async fn serve_with(
             Err(error) => {
                 // Running out of file descriptors must not spin or stop the server: wait a
                 // little for connections to close (the timeouts below see to that) and go on.
-                if accept_failures.failed(&error) {
+                if accept_failures.failed(&error, &metrics) {
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
                 continue;
@@ -148,9 +149,10 @@ pub async fn serve_with(
         let interceptor = interceptor.clone();
         let stop = stop.clone();
         let connection = connection.clone();
+        let metrics = metrics.clone();
         tracker.spawn(async move {
             let head_deadline = accepted_at + connection.header_read_timeout;
-            let Some((io, protocol)) = offer(stream, interceptor, head_deadline, &stop).await else {
+            let Some((io, protocol)) = offer(stream, interceptor, head_deadline, &stop, &metrics).await else {
                 return;
             };
             let activity = Arc::new(Activity::new(accepted_at));
@@ -179,7 +181,7 @@ pub async fn serve_with(
                     }
                     reason = activity.expired(&connection, protocol), if !draining => {
                         // Nothing is in flight: closing loses no request.
-                        Metrics::global().connections_closed.with_label_values(&[reason]).inc();
+                        metrics.connections_closed.with_label_values(&[reason]).inc();
                         break;
                     }
                 }
@@ -205,11 +207,11 @@ struct AcceptFailures {
 
 impl AcceptFailures {
     /// Records a failed accept; true when the server should pause before the next one.
-    fn failed(&mut self, error: &io::Error) -> bool {
+    fn failed(&mut self, error: &io::Error, metrics: &Metrics) -> bool {
         // EMFILE (24): this process' limit; ENFILE (23): the system's; ENOBUFS/ENOMEM alike.
         let exhausted = matches!(error.raw_os_error(), Some(23 | 24 | 105 | 12));
         let kind = if exhausted { "fd_exhausted" } else { "other" };
-        Metrics::global().accept_errors.with_label_values(&[kind]).inc();
+        metrics.accept_errors.with_label_values(&[kind]).inc();
         if self.in_burst == 0 {
             if exhausted {
                 tracing::warn!(%error, "out of file descriptors: pausing accepts briefly, open connections keep being served");
@@ -445,6 +447,7 @@ async fn offer(
     interceptor: Option<Arc<dyn Interceptor>>,
     deadline: Instant,
     stop: &tokio_util::sync::CancellationToken,
+    metrics: &Metrics,
 ) -> Option<(Prefixed, WireProtocol)> {
     let mut buffer = BytesMut::with_capacity(1024);
     let head = loop {
@@ -456,10 +459,7 @@ async fn offer(
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => return None,
             Err(_) => {
-                Metrics::global()
-                    .connections_closed
-                    .with_label_values(&["header_timeout"])
-                    .inc();
+                metrics.connections_closed.with_label_values(&["header_timeout"]).inc();
                 if !buffer.is_empty() {
                     refuse(
                         &stream,
@@ -505,10 +505,7 @@ async fn offer(
             }
             Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD_BYTES => continue,
             Ok(httparse::Status::Partial) => {
-                Metrics::global()
-                    .connections_closed
-                    .with_label_values(&["head_too_large"])
-                    .inc();
+                metrics.connections_closed.with_label_values(&["head_too_large"]).inc();
                 refuse(
                     &stream,
                     &Problem::new(
@@ -525,10 +522,7 @@ async fn offer(
             // More headers than parsed here: hyper takes up to 100.
             Err(httparse::Error::TooManyHeaders) => break None,
             Err(error) => {
-                Metrics::global()
-                    .connections_closed
-                    .with_label_values(&["malformed_head"])
-                    .inc();
+                metrics.connections_closed.with_label_values(&["malformed_head"]).inc();
                 refuse(
                     &stream,
                     &Problem::bad_request(format!("the request head is malformed: {error}")),
@@ -623,6 +617,7 @@ pub struct Server {
     interceptor: Option<Arc<dyn Interceptor>>,
     lifecycle: Lifecycle,
     grace: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -633,6 +628,7 @@ impl Server {
         interceptor: Option<Arc<dyn Interceptor>>,
         lifecycle: Lifecycle,
         grace: Duration,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let listener = bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", listen.listen))?;
         Ok(Self {
@@ -642,6 +638,7 @@ impl Server {
             interceptor,
             lifecycle,
             grace,
+            metrics,
         })
     }
 
@@ -657,6 +654,7 @@ impl Server {
             self.interceptor,
             self.lifecycle,
             self.grace,
+            self.metrics,
         )
         .await
     }

@@ -11,6 +11,7 @@ use axum::Router;
 use order_events::config::{EventStoreArgs, ShutdownArgs};
 use order_events::event_log::EventLog;
 use order_events::event_log::memory::MemoryLog;
+use order_events::metrics::Metrics;
 use order_events::ops::{ReadinessCheck, finish_router};
 use order_events::server::{Interceptor, Server};
 use order_events::shutdown::Lifecycle;
@@ -38,7 +39,7 @@ impl ReadinessCheck for FeedReady {
 }
 
 /// Ages out the memory log even while nothing is appended.
-pub fn spawn_memory_sweeper(log: Arc<MemoryLog>, lifecycle: &Lifecycle) {
+pub fn spawn_memory_sweeper(log: Arc<MemoryLog>, lifecycle: &Lifecycle, metrics: Arc<Metrics>) {
     let stop = lifecycle.stop_token();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -47,7 +48,7 @@ pub fn spawn_memory_sweeper(log: Arc<MemoryLog>, lifecycle: &Lifecycle) {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     log.evict_expired();
-                    order_events::metrics::Metrics::global().event_log_retained.set(log.ring().len() as i64);
+                    metrics.event_log_retained.set(log.ring().len() as i64);
                 }
             }
         }
@@ -61,16 +62,17 @@ pub async fn build_feed(
     gateway: &GatewayArgs,
     memory_log: Option<Arc<MemoryLog>>,
     lifecycle: &Lifecycle,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<Feed> {
     let Some(url) = &store.redis_url else {
         let log =
             memory_log.unwrap_or_else(|| Arc::new(MemoryLog::new(store.log_capacity as usize, store.log_max_age())));
-        spawn_memory_sweeper(log.clone(), lifecycle);
+        spawn_memory_sweeper(log.clone(), lifecycle, metrics);
         return Ok(Feed::memory(log));
     };
-    let log: Arc<dyn EventLog> = crate::redis::connect(url, store).await?;
+    let log: Arc<dyn EventLog> = crate::redis::connect(url, store, metrics.clone()).await?;
     Ok(match gateway.delivery {
-        DeliveryMode::Hub => Feed::hub(log, gateway.ring_capacity as usize, lifecycle.stop_token()),
+        DeliveryMode::Hub => Feed::hub(log, gateway.ring_capacity as usize, lifecycle.stop_token(), metrics),
         DeliveryMode::Poll => Feed::Poll {
             log,
             interval: gateway.poll_interval,
@@ -86,6 +88,7 @@ pub fn gateway_router(
     gateway: &GatewayArgs,
     shutdown: &ShutdownArgs,
     lifecycle: &Lifecycle,
+    metrics: Arc<Metrics>,
 ) -> (Router, Arc<dyn Interceptor>) {
     let settings = DeliverySettings {
         heartbeat: gateway.heartbeat_interval,
@@ -93,6 +96,7 @@ pub fn gateway_router(
         // Half the grace spreads reconnects while leaving time for the last frames to flush.
         close_spread: (shutdown.shutdown_grace / 2).min(Duration::from_secs(10)),
         catchup_page: gateway.catchup_page as usize,
+        metrics: metrics.clone(),
     };
     let state = GatewayState {
         feed,
@@ -106,6 +110,7 @@ pub fn gateway_router(
             ring.clone(),
             gateway.heartbeat_interval,
             lifecycle.stop_token(),
+            metrics,
         )),
         Feed::Poll { .. } => None,
     };
@@ -124,9 +129,16 @@ impl Application {
                  run `sse-orders` for the single-process setup"
             );
         }
-        let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle).await?);
-        let (routes, fast_path) = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
-        let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone());
+        let metrics = Arc::new(Metrics::new());
+        let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle, metrics.clone()).await?);
+        let (routes, fast_path) = gateway_router(
+            feed.clone(),
+            &config.gateway,
+            &config.shutdown,
+            &lifecycle,
+            metrics.clone(),
+        );
+        let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone(), metrics.clone());
         let server = Server::bind(
             &config.listen,
             &config.connection,
@@ -134,6 +146,7 @@ impl Application {
             Some(fast_path),
             lifecycle,
             config.shutdown.shutdown_grace,
+            metrics,
         )?;
         Ok(Self { server })
     }

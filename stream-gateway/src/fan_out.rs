@@ -95,8 +95,8 @@ struct Member {
 impl Member {
     /// Gives the connection back to its task; the socket is released first so only the task
     /// writes to it from now on.
-    fn hand_back(self, handoff: Handoff) {
-        Metrics::global().fan_out_handbacks.inc();
+    fn hand_back(self, handoff: Handoff, metrics: &Metrics) {
+        metrics.fan_out_handbacks.inc();
         drop(self.stream);
         self.slot.gone.store(true, Ordering::Release);
         self.slot.give(handoff);
@@ -119,6 +119,7 @@ pub struct FanOut {
     wake: Notify,
     /// Parked connections that left since the last purge of the members.
     departed: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 /// Events after one cursor, cut into writes.
@@ -136,11 +137,17 @@ enum Written {
 
 impl FanOut {
     /// Starts the writer over `ring`; it hands every connection back when `stop` fires.
-    pub fn spawn(ring: Arc<EventRing>, heartbeat: Duration, stop: CancellationToken) -> Arc<Self> {
+    pub fn spawn(
+        ring: Arc<EventRing>,
+        heartbeat: Duration,
+        stop: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let fan_out = Arc::new(Self {
             joins: Mutex::new(Joins::default()),
             wake: Notify::new(),
             departed: AtomicUsize::new(0),
+            metrics,
         });
         tokio::spawn(fan_out.clone().run(ring, heartbeat, stop));
         fan_out
@@ -178,6 +185,8 @@ impl FanOut {
         let mut changes = ring.subscribe();
         let mut members: Vec<Member> = Vec::new();
         let mut cursor = ring.newest();
+        // A restarted ring may hold another history: every connection then checks its cursor.
+        let mut generation = ring.generation();
         let mut last_write = Instant::now();
         let mut chunks = Vec::new();
         let mut purge_at: Option<Instant> = None;
@@ -191,7 +200,7 @@ impl FanOut {
                 _ = tokio::time::sleep_until(last_write + heartbeat) => {
                     last_write = Instant::now();
                     let beat = Chunk { bytes: HEARTBEAT, last: cursor, events: 0, first_ms: 0 };
-                    write_to_members(&mut members, &beat).await;
+                    write_to_members(&mut members, &beat, &self.metrics).await;
                 }
             }
             changes.borrow_and_update();
@@ -209,11 +218,14 @@ impl FanOut {
             }
 
             let newest = ring.newest();
-            if newest == StreamPosition::MAX || newest < cursor {
+            let current = ring.generation();
+            let restarted = current != generation;
+            generation = current;
+            if restarted || newest == StreamPosition::MAX || newest < cursor {
                 // The ring does not follow a log yet, or restarted below us: every connection
                 // finds its own way from its cursor.
                 for member in members.drain(..) {
-                    member.hand_back(resume_at(cursor));
+                    member.hand_back(resume_at(cursor), &self.metrics);
                 }
                 if newest != StreamPosition::MAX {
                     cursor = newest;
@@ -222,16 +234,16 @@ impl FanOut {
                 chunks.clear();
                 if read_chunks(&ring, cursor, newest, &mut chunks) {
                     for chunk in &chunks {
-                        write_to_members(&mut members, chunk).await;
+                        write_to_members(&mut members, chunk, &self.metrics).await;
                     }
                     if let Some(chunk) = chunks.last() {
                         cursor = chunk.last;
                         last_write = Instant::now();
-                        record_lag(chunk.first_ms);
+                        record_lag(&self.metrics, chunk.first_ms);
                     }
                 } else {
                     for member in members.drain(..) {
-                        member.hand_back(resume_at(cursor));
+                        member.hand_back(resume_at(cursor), &self.metrics);
                     }
                     cursor = newest;
                 }
@@ -239,7 +251,7 @@ impl FanOut {
 
             let joiners = std::mem::take(&mut self.joins.lock().waiting);
             self.admit(&ring, cursor, joiners, &mut members).await;
-            Metrics::global().fan_out_parked.set(members.len() as i64);
+            self.metrics.fan_out_parked.set(members.len() as i64);
         }
         let joiners = {
             let mut joins = self.joins.lock();
@@ -247,12 +259,12 @@ impl FanOut {
             std::mem::take(&mut joins.waiting)
         };
         for joiner in joiners {
-            joiner.member.hand_back(resume_at(joiner.cursor));
+            joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
         }
         for member in members {
-            member.hand_back(resume_at(cursor));
+            member.hand_back(resume_at(cursor), &self.metrics);
         }
-        Metrics::global().fan_out_parked.set(0);
+        self.metrics.fan_out_parked.set(0);
     }
 
     /// Brings joiners up to `cursor` one by one and adds those whose sockets took it all.
@@ -270,7 +282,7 @@ impl FanOut {
                 continue;
             }
             if joiner.cursor > cursor {
-                joiner.member.hand_back(resume_at(joiner.cursor));
+                joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
                 continue;
             }
             if catch_up.as_ref().is_none_or(|(from, _)| *from != joiner.cursor) {
@@ -281,21 +293,21 @@ impl FanOut {
                 catch_up = held.then_some((joiner.cursor, chunks));
             }
             let Some((_, chunks)) = &catch_up else {
-                joiner.member.hand_back(resume_at(joiner.cursor));
+                joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
                 continue;
             };
             if chunks.last().is_none_or(|chunk| chunk.last != cursor) {
                 // The ring no longer reaches the fan-out's cursor (it restarted): the connection
                 // reads on by itself.
-                joiner.member.hand_back(resume_at(joiner.cursor));
+                joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
                 continue;
             }
             let mut refused = None;
             for chunk in chunks {
                 match write_chunk(&joiner.member.stream, chunk) {
-                    Ok(Written::All) => record_delivered(chunk.events),
+                    Ok(Written::All) => record_delivered(&self.metrics, chunk.events),
                     Ok(Written::Short(handoff)) => {
-                        record_delivered(chunk.events);
+                        record_delivered(&self.metrics, chunk.events);
                         refused = Some(handoff);
                         break;
                     }
@@ -306,7 +318,7 @@ impl FanOut {
                 }
             }
             match refused {
-                Some(handoff) => joiner.member.hand_back(handoff),
+                Some(handoff) => joiner.member.hand_back(handoff, &self.metrics),
                 None => members.push(joiner.member),
             }
         }
@@ -343,7 +355,7 @@ fn read_chunks(ring: &EventRing, mut cursor: StreamPosition, until: StreamPositi
 }
 
 /// Writes one chunk to every member; members whose socket is full or failed are handed back.
-async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk) {
+async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, metrics: &Metrics) {
     let mut index = 0;
     let mut writes = 0;
     let mut delivered = 0;
@@ -364,12 +376,12 @@ async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk) {
             }
             Ok(Written::Short(handoff)) => {
                 delivered += 1;
-                members.swap_remove(index).hand_back(handoff);
+                members.swap_remove(index).hand_back(handoff, metrics);
             }
-            Err(_) => members.swap_remove(index).hand_back(Handoff::Failed),
+            Err(_) => members.swap_remove(index).hand_back(Handoff::Failed, metrics),
         }
     }
-    record_delivered(chunk.events * delivered);
+    record_delivered(metrics, chunk.events * delivered);
 }
 
 /// One `write`; what it could not take is handed back with the chunk's last position.
@@ -388,13 +400,13 @@ fn write_chunk(stream: &TcpStream, chunk: &Chunk) -> io::Result<Written> {
     }
 }
 
-fn record_delivered(events: u64) {
+fn record_delivered(metrics: &Metrics, events: u64) {
     if events > 0 {
-        Metrics::global().events_delivered.inc_by(events);
+        metrics.events_delivered.inc_by(events);
     }
 }
 
-fn record_lag(first_ms: u64) {
+fn record_lag(metrics: &Metrics, first_ms: u64) {
     let lag_ms = wall_clock_ms().saturating_sub(first_ms);
-    Metrics::global().delivery_lag.observe(lag_ms as f64 / 1000.0);
+    metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
 }

@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use order_events::domain::MAX_CUSTOMER_ID_CHARS;
-use order_events::metrics::Metrics;
 use order_events::position::StreamPosition;
 use order_events::problem::Problem;
 use serde::Deserialize;
@@ -116,11 +115,12 @@ pub async fn open_delivery(state: &GatewayState, headers: &HeaderMap, query: Str
     if state.stop.is_cancelled() {
         return Err(Problem::unavailable("this instance is shutting down; reconnect"));
     }
-    let metrics = Metrics::global();
+    let metrics = &state.settings.metrics;
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         metrics.sse_connections_total.with_label_values(&["rejected"]).inc();
         return Err(Problem::unavailable("too many open streams on this instance").retry_after(2));
     };
+    let resumed = matches!(start, Start::After(_));
     let cursor = match start {
         Start::After(position) => position,
         Start::ReplayWindow if state.replay_window.is_zero() => state.feed.current_end().await.map_err(|error| {
@@ -140,9 +140,10 @@ pub async fn open_delivery(state: &GatewayState, headers: &HeaderMap, query: Str
         state.feed.clone(),
         state.settings.clone(),
         cursor,
+        resumed,
         query.customer_id,
         state.stop.clone(),
-        OpenConnection::new(permit),
+        OpenConnection::new(permit, state.settings.metrics.clone()),
     ))
 }
 
