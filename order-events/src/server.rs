@@ -659,3 +659,41 @@ impl Server {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_pauses_and_is_counted_once_per_failure() {
+        let metrics = Metrics::new();
+        let mut failures = AcceptFailures::default();
+        for _ in 0..3 {
+            assert!(failures.failed(&io::Error::from_raw_os_error(24), &metrics));
+        }
+        assert!(failures.failed(&io::Error::from_raw_os_error(23), &metrics));
+        assert!(!failures.failed(&io::Error::from_raw_os_error(103), &metrics));
+        assert_eq!(failures.in_burst, 5);
+        failures.recovered();
+        assert_eq!(failures.in_burst, 0);
+        let count = |kind: &str| metrics.accept_errors.with_label_values(&[kind]).get();
+        assert_eq!((count("fd_exhausted"), count("other")), (4, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_a_request_in_flight_never_expires() {
+        let limits = ConnectionArgs::default();
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let first = activity.begin();
+        let expired =
+            tokio::time::timeout(Duration::from_secs(3600), activity.expired(&limits, WireProtocol::H2)).await;
+        assert!(expired.is_err(), "an open response is not idle");
+        drop(first);
+        let started = Instant::now();
+        assert_eq!(activity.expired(&limits, WireProtocol::H2).await, "idle_timeout");
+        assert_eq!(started.elapsed(), limits.idle_timeout);
+        // Before any request, the head timeout applies.
+        let fresh = Arc::new(Activity::new(Instant::now()));
+        assert_eq!(fresh.expired(&limits, WireProtocol::Http1).await, "header_timeout");
+    }
+}
