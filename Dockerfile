@@ -6,9 +6,9 @@
 #   DOCKER_BUILDKIT=1 docker build -t sse-orders .
 #   docker run --rm -p 8080:8080 sse-orders
 #
-# Needs BuildKit (docker 20.10 or later, docker buildx, or buildah) for the cache mounts, which keep
-# the cargo registry and target directory between builds, so a change to one crate rebuilds that
-# crate only. No frontend image is pulled: the Dockerfile syntax used here is built into BuildKit.
+# Needs BuildKit (docker 20.10 or later with DOCKER_BUILDKIT=1, or docker buildx) for the cache
+# mounts, which keep the cargo registry and target directory between builds, so a change to one
+# crate rebuilds that crate only. No frontend image is pulled: the Dockerfile syntax used here is built into BuildKit.
 #
 # Without a registry, scripts/image-base makes both base images locally from Debian packages and
 # this machine's Rust toolchain; scripts/image-test builds with them:

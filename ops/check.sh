@@ -6,7 +6,7 @@
 #                oldest and newest supported Kubernetes; invalid values refused with a clear message
 #   kustomize    build k8s/base and k8s/overlays/dev (kubectl kustomize, or kustomize)
 #   validate     every rendered object strictly against the Kubernetes schemas of both versions
-#                (kubernetes-validate), ServiceMonitor and PrometheusRule against their CRD schemas
+#                (kubernetes-validate); ServiceMonitor, PrometheusRule, HTTPRoute against their CRD schemas
 #   checkov      the renders, the kustomize builds and the Dockerfiles (skips: ops/checkov.yaml)
 #   hadolint     the Dockerfiles
 #   promtool     check the alert rules and the dashboard's queries; unit tests of every alert
@@ -189,6 +189,7 @@ invalid_cases=(
   "auth=none,headerReadTimeout=0s|headerReadTimeout: must be longer than 0"
   "auth=none,streamGateway.autoscaling.enabled=true,streamGateway.autoscaling.connections.enabled=true,streamGateway.autoscaling.connections.averagePerPod=20000|averagePerPod: must be below streamGateway.maxConnections"
   "auth=none,image.digest=latest|image.digest"
+  "auth=none,httpRoute.enabled=true|httpRoute.parentRefs: name the Gateway"
 )
 
 if [ -n "$helm" ]; then
@@ -214,6 +215,10 @@ if [ -n "$helm" ]; then
     grep -qF -- "$expected" <<<"$output" || fail "${set_value:-the defaults} refused without naming '$expected': $output"
     echo "refused: ${set_value:-(defaults: auth jwt without a key)}"
   done
+  if "$helm" template sse-orders "$chart" --set auth=none --kube-version 1.24.0 >/dev/null 2>&1; then
+    fail "the chart renders for Kubernetes 1.24, older than its kubeVersion (oldest supported: ${kube_versions[0]})"
+  fi
+  echo "refused: Kubernetes 1.24 (Chart.yaml kubeVersion)"
 fi
 
 # ---- kustomize ----------------------------------------------------------------------------------------
@@ -268,17 +273,24 @@ metadata: {name: bad}
 spec:
   groups: [{name: bad, rules: [{alert: Bad, expr: up == 0, for: five minutes}]}]
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad}
+spec:
+  parentRefs: [{name: shared}]
+  rules: [{backendRefs: [{name: bad, port: 8080}], timeouts: {request: forever}, retries: {}}]
+---
 apiVersion: example.com/v1
 kind: Unknown
 metadata: {name: bad}
 EOF
   if output=$("$python" ops/validate_manifests.py --kubernetes-version "${kube_versions[0]}" "$work/bad.yaml"); then
-    fail "the validation accepted manifests with unknown fields, a bad duration and an unknown kind"
+    fail "the validation accepted manifests with unknown fields, bad durations and an unknown kind"
   fi
-  for expected in "resourcez" "intervl" "for: 'five minutes' does not match" "Unknown/bad"; do
+  for expected in "resourcez" "intervl" "for: 'five minutes' does not match" "'forever' does not match" "'retries' was unexpected" "Unknown/bad"; do
     grep -qF -- "$expected" <<<"$output" || fail "the validation did not name '$expected': $output"
   done
-  echo "negative control refused: unknown fields, a bad duration, a kind without a schema"
+  echo "negative control refused: unknown fields, bad durations, a kind without a schema"
   if [ "$node_tools" = true ]; then
     "$python" -c '
 import json, sys, yaml
@@ -292,8 +304,10 @@ import json, yaml
 for doc in yaml.safe_load_all(open("'"$work/bad.yaml"'")):
     print(json.dumps({"file": "bad.yaml", "doc": doc}))
 ' | (cd ops && node validate_crds.mjs) >"$work/crd-bad.log" && fail "the CRD schemas accepted a bad duration"
-    grep -q 'PrometheusRule/bad' "$work/crd-bad.log" || fail "the CRD schemas did not name the bad PrometheusRule: $(cat "$work/crd-bad.log")"
-    echo "negative control refused by the CRD schemas: a bad duration"
+    for expected in PrometheusRule/bad HTTPRoute/bad; do
+      grep -q "$expected" "$work/crd-bad.log" || fail "the CRD schemas did not name $expected: $(cat "$work/crd-bad.log")"
+    done
+    echo "negative control refused by the CRD schemas: bad durations"
   fi
 fi
 

@@ -1,11 +1,12 @@
 """Validates rendered Kubernetes manifests, strictly (unknown fields are errors), for each
 Kubernetes version given.
 
-Built-in kinds go through kubernetes-validate (its bundled schemas, strict variant). The
-Prometheus Operator kinds (ServiceMonitor, PrometheusRule), for which it has no schema, go
-through ops/schemas/<kind>.json: JSON schemas of the CRD fields the chart uses, with unknown
-fields refused. ops/validate_crds.mjs checks the same documents against the complete CRD schemas
-of the @kubernetes-models/prometheus-operator package (types, patterns, required fields).
+Built-in kinds go through kubernetes-validate (its bundled schemas, strict variant). The custom
+kinds (ServiceMonitor, PrometheusRule, HTTPRoute), for which it has no schema, go through
+ops/schemas/<kind>.json: JSON schemas of the CRD fields the chart uses, with unknown fields
+refused. ops/validate_crds.mjs checks the same documents against the complete CRD schemas of the
+@kubernetes-models/prometheus-operator and @kubernetes-models/gateway-api packages (types,
+patterns, required fields).
 A kind with no schema at all is an error, never a warning.
 
     python ops/validate_manifests.py --kubernetes-version 1.25.0 --kubernetes-version 1.37.0 FILE...
@@ -24,6 +25,7 @@ SCHEMAS = pathlib.Path(__file__).parent / "schemas"
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute-gateway-v1.json",
 }
 
 

@@ -265,3 +265,34 @@ def test_auth_values_become_the_flags_environment():
     assert dev["AUTH"]["value"] == "none"
     assert not [name for name in dev if name.startswith("JWT_")]
     assert not [d for d in render(*values_file("dev")) if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-jwt")]
+
+
+def test_helm_test_pod_expects_a_refusal_without_a_token_when_auth_is_on():
+    def script(*args):
+        [pod] = [d for d in render(*args) if d["kind"] == "Pod"]
+        return pod["spec"]["containers"][0]["args"][0]
+
+    with_auth = script(*KEY)
+    assert "grep -q ' 401'" in with_auth and "application/problem+json" in with_auth
+    assert "grep -q ' 200'" not in with_auth
+    without = script("--set", "auth=none")
+    assert "grep -q ' 200'" in without and "^retry: " in without
+
+
+def test_http_route_sends_the_stream_without_timeout_and_keeps_metrics_private():
+    docs = render(*values_file("gateway-api"))
+    route = one(docs, "HTTPRoute", "sse-orders")
+    assert route["spec"]["parentRefs"] == [{"name": "shared", "namespace": "gateways", "sectionName": "https"}]
+    assert route["spec"]["hostnames"] == ["orders.example.com"]
+    rules = route["spec"]["rules"]
+    by_backend = {rule["backendRefs"][0]["name"]: rule for rule in rules}
+    stream = by_backend["sse-orders-stream-gateway"]
+    assert {(m["path"]["type"], m["path"]["value"]) for m in stream["matches"]} == {("Exact", "/api/order/stream"), ("Exact", "/")}
+    assert stream["timeouts"] == {"request": "0s", "backendRequest": "0s"}
+    api = by_backend["sse-orders-order-api"]
+    assert [(m["path"]["type"], m["path"]["value"]) for m in api["matches"]] == [("PathPrefix", "/api/order")]
+    assert all(r["backendRefs"][0]["port"] == 8080 for r in rules)
+    assert not [d for d in docs if d["kind"] == "Ingress"]
+    # Every match is one of those three: nothing else (/metrics, /healthz, /readyz) is routed.
+    values = [m["path"]["value"] for r in rules for m in r["matches"]]
+    assert sorted(values) == ["/", "/api/order", "/api/order/stream"]

@@ -29,6 +29,7 @@ class TiltRun:
         self.defined = {}
         self.images = []
         self.local_resources = {}
+        self.local_commands = []
         self.yaml = []
         self.resources = {}
 
@@ -50,6 +51,10 @@ class TiltRun:
 
     def fall_back_on(self, files):
         return {"step": "fall_back_on", "files": files if isinstance(files, list) else [files]}
+
+    def local(self, command, quiet=False):
+        self.local_commands.append(command)
+        return ""
 
     def local_resource(self, name, cmd=None, **options):
         assert name not in self.local_resources, f"local_resource {name} defined twice"
@@ -96,7 +101,7 @@ class TiltRun:
         for name in ("define_bool", "parse"):
             module.add_callable(f"_config_{name}", getattr(self, name))
         for name in (
-            "docker_build", "sync", "fall_back_on", "local_resource", "blob", "helm", "kustomize",
+            "docker_build", "sync", "fall_back_on", "local", "local_resource", "blob", "helm", "kustomize",
             "filter_yaml", "k8s_yaml", "k8s_resource", "link",
         ):
             module.add_callable(name, getattr(self, name))
@@ -175,6 +180,7 @@ def test_default_mode_compiles_here_and_live_updates_the_chart_deployment():
     [image] = run.images
     assert image["ref"] == "sse-orders"
     assert image["context"] == "target/tilt"
+    assert run.local_commands == ["mkdir -p target/tilt/bin"], "the build context is not made before the first build"
     assert image["dockerfile"] == "ops/tilt/Dockerfile"
     syncs = [step for step in image["live_update"] if step["step"] == "sync"]
     assert syncs == [{"step": "sync", "local": "target/tilt/bin/", "remote": "/opt/sse-orders/bin/"}]
@@ -231,6 +237,7 @@ def test_image_build_mode_builds_the_dockerfile_without_live_update():
     assert "live_update" not in image
     assert set(workspace_members()) <= set(image["only"])
     assert "compile" not in run.local_resources
+    assert run.local_commands == []
     for options in run.resources.values():
         assert "compile" not in options.get("resource_deps", [])
 

@@ -394,6 +394,9 @@ Checks that fail early with a message naming the value to change, before anythin
 {{- $messages = append $messages "streamGateway.autoscaling.connections.averagePerPod: must be below streamGateway.maxConnections, or pods refuse streams before the autoscaler adds one" -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
+{{- $messages = append $messages "httpRoute.parentRefs: name the Gateway the route attaches to, e.g. [{name: shared, namespace: gateways}]" -}}
+{{- end -}}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
 {{- $messages = append $messages "ingress.host: required when ingress.enabled=true" -}}
 {{- end -}}
