@@ -115,6 +115,7 @@ pub async fn serve_with(
     lifecycle: Lifecycle,
     metrics: Arc<Metrics>,
     grace: Duration,
+    metrics: Arc<Metrics>,
 ) -> io::Result<()> {
     let stop = lifecycle.stop_token();
     let tracker = TaskTracker::new();
@@ -618,6 +619,7 @@ pub struct Server {
     lifecycle: Lifecycle,
     metrics: Arc<Metrics>,
     grace: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -629,6 +631,7 @@ impl Server {
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
         grace: Duration,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let listener = bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on --listen {}: {e}", listen.listen))?;
         Ok(Self {
@@ -639,6 +642,7 @@ impl Server {
             lifecycle,
             metrics,
             grace,
+            metrics,
         })
     }
 
@@ -657,9 +661,48 @@ impl Server {
             self.lifecycle,
             self.metrics,
             self.grace,
+            self.metrics,
         )
         .await;
         lifecycle.finish();
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_pauses_and_is_counted_once_per_failure() {
+        let metrics = Metrics::new();
+        let mut failures = AcceptFailures::default();
+        for _ in 0..3 {
+            assert!(failures.failed(&io::Error::from_raw_os_error(24), &metrics));
+        }
+        assert!(failures.failed(&io::Error::from_raw_os_error(23), &metrics));
+        assert!(!failures.failed(&io::Error::from_raw_os_error(103), &metrics));
+        assert_eq!(failures.in_burst, 5);
+        failures.recovered();
+        assert_eq!(failures.in_burst, 0);
+        let count = |kind: &str| metrics.accept_errors.with_label_values(&[kind]).get();
+        assert_eq!((count("fd_exhausted"), count("other")), (4, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_a_request_in_flight_never_expires() {
+        let limits = ConnectionArgs::default();
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let first = activity.begin();
+        let expired =
+            tokio::time::timeout(Duration::from_secs(3600), activity.expired(&limits, WireProtocol::H2)).await;
+        assert!(expired.is_err(), "an open response is not idle");
+        drop(first);
+        let started = Instant::now();
+        assert_eq!(activity.expired(&limits, WireProtocol::H2).await, "idle_timeout");
+        assert_eq!(started.elapsed(), limits.idle_timeout);
+        // Before any request, the head timeout applies.
+        let fresh = Arc::new(Activity::new(Instant::now()));
+        assert_eq!(fresh.expired(&limits, WireProtocol::Http1).await, "header_timeout");
     }
 }

@@ -148,6 +148,7 @@ impl Application {
             lifecycle,
             metrics,
             config.shutdown.shutdown_grace,
+            metrics,
         )?;
         Ok(Self { server })
     }
