@@ -337,7 +337,7 @@ impl Delivery {
                 }
             }
             Feed::Poll { log, count, .. } => {
-                let page = log.read_after(self.cursor, *count).await?;
+                let page = self.read_log(log, *count).await?;
                 Ok(self.page_chunk(page))
             }
         }
@@ -347,7 +347,7 @@ impl Delivery {
     /// the ring or one that must be checked; joins the ring when the log has nothing before it.
     async fn catch_up(&mut self, ring: &EventRing, log: &Arc<dyn EventLog>) -> Result<Step, LogError> {
         self.settings.metrics.catchup_reads.inc();
-        let page = log.read_after(self.cursor, self.settings.catchup_page).await?;
+        let page = self.read_log(log, self.settings.catchup_page).await?;
         self.verify = false;
         let floor = ring.floor();
         let step = self.page_chunk(page);
@@ -357,6 +357,18 @@ impl Delivery {
             return Ok(Step::Again);
         }
         Ok(step)
+    }
+
+    /// Reads after the cursor from the log. When the cursor is about to be reset as not of the
+    /// log's history and that history has no epoch yet (the stream was recreated and nothing
+    /// has been written since), one is recorded first, so the reset names the history the
+    /// client continues in.
+    async fn read_log(&self, log: &Arc<dyn EventLog>, limit: usize) -> Result<LogPage, LogError> {
+        let mut page = log.read_after(self.cursor, limit).await?;
+        if self.claims_history && page.epoch.is_none() && matches!(page.cursor, CursorCheck::Missing { .. }) {
+            page.epoch = log.renew_epoch(None).await?;
+        }
+        Ok(page)
     }
 
     fn page_chunk(&mut self, page: LogPage) -> Step {

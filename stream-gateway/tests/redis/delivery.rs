@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::helpers::{Gateway, OrderApi, RedisServer, open_stream, order_body, order_of, post_order, wait_ready};
 
 async fn three_gateways_deliver_every_order_once_in_stream_order(mode: &str) {
+    let _alone = crate::helpers::heavy_test().await;
     let redis = RedisServer::start();
     let api = OrderApi::spawn(&redis.url(), &[]).await;
     let extra = [

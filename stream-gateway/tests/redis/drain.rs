@@ -78,6 +78,7 @@ async fn follow(client: reqwest::Client, urls: [String; 2], start: String, want:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_gateway_keeps_every_stream_fed_until_it_closes_it() {
+    let _alone = crate::helpers::heavy_test().await;
     let redis = RedisServer::start();
     let api = OrderApi::spawn(&redis.url(), &[]).await;
     // Streams close spread over 4 s (half the grace); each client then waits its retry hint

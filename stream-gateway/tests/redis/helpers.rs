@@ -195,3 +195,13 @@ impl OrderApi {
             .to_owned()
     }
 }
+
+/// Taken by the tests that load the machine most (hundreds of clients, several gateways) so
+/// that under `cargo test`, which runs a binary's tests in parallel threads, they do not run at
+/// the same time and the drain test's timing is measured on a machine it does not share with
+/// them. (nextest runs each test in its own process; `.config/nextest.toml` runs the drain test
+/// alone.)
+pub async fn heavy_test() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
