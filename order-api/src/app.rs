@@ -76,7 +76,6 @@ impl Application {
             router,
             None,
             lifecycle,
-            metrics,
             config.shutdown.shutdown_grace,
             metrics,
         )?;

@@ -113,7 +113,6 @@ pub async fn serve_with(
     router: Router,
     interceptor: Option<Arc<dyn Interceptor>>,
     lifecycle: Lifecycle,
-    metrics: Arc<Metrics>,
     grace: Duration,
     metrics: Arc<Metrics>,
 ) -> io::Result<()> {
@@ -617,7 +616,6 @@ pub struct Server {
     router: Router,
     interceptor: Option<Arc<dyn Interceptor>>,
     lifecycle: Lifecycle,
-    metrics: Arc<Metrics>,
     grace: Duration,
     metrics: Arc<Metrics>,
 }
@@ -629,7 +627,6 @@ impl Server {
         router: Router,
         interceptor: Option<Arc<dyn Interceptor>>,
         lifecycle: Lifecycle,
-        metrics: Arc<Metrics>,
         grace: Duration,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
@@ -640,7 +637,6 @@ impl Server {
             router,
             interceptor,
             lifecycle,
-            metrics,
             grace,
             metrics,
         })
@@ -659,7 +655,6 @@ impl Server {
             self.router,
             self.interceptor,
             self.lifecycle,
-            self.metrics,
             self.grace,
             self.metrics,
         )

@@ -146,7 +146,6 @@ impl Application {
             router,
             Some(fast_path),
             lifecycle,
-            metrics,
             config.shutdown.shutdown_grace,
             metrics,
         )?;
