@@ -12,7 +12,9 @@ use std::sync::Arc;
 use clap::Parser;
 use order_api::OrderApiArgs;
 use order_api::app::{StoreReady, order_store};
+use order_events::auth::{AuthArgs, AuthMode, Authenticator};
 use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs};
+use order_events::cors::{Cors, CorsArgs};
 use order_events::event_log::memory::MemoryLog;
 use order_events::ops::{AllReady, finish_router};
 use order_events::server::Server;
@@ -36,6 +38,10 @@ pub struct Config {
     #[command(flatten)]
     pub gateway: GatewayArgs,
     #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub cors: CorsArgs,
+    #[command(flatten)]
     pub shutdown: ShutdownArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -53,15 +59,30 @@ impl Application {
                 config.store.log_max_age(),
             ))
         });
+        // Zero-config by default: `cargo run` serves the demo without tokens (with a warning).
+        let auth = Authenticator::from_args(&config.auth, AuthMode::None, lifecycle.stop_token()).await?;
+        let cors = Cors::new(&config.cors);
         let store = order_store(&config.store, &config.api, memory_log.clone()).await?;
         let feed = Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle).await?);
         let api = order_api::router(order_api::ApiState {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
+            auth: auth.clone(),
         });
-        let (gateway, fast_path) = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
+        let (gateway, fast_path) = gateway_router(
+            feed.clone(),
+            &config.gateway,
+            &config.shutdown,
+            &lifecycle,
+            auth,
+            cors.clone(),
+        );
         let readiness = AllReady(vec![Arc::new(StoreReady(store)), Arc::new(FeedReady(feed))]);
-        let router = finish_router(api.merge(gateway), Arc::new(readiness), lifecycle.clone());
+        let router = cors.apply(finish_router(
+            api.merge(gateway),
+            Arc::new(readiness),
+            lifecycle.clone(),
+        ));
         let server = Server::bind(
             &config.listen,
             router,

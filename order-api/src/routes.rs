@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use order_events::auth::{Authenticator, ReadAccess, WriteAccess};
 use order_events::domain::{Order, OrderCreated, OrderRequest};
 use order_events::metrics::Metrics;
 use order_events::order_store::{CreateOutcome, IdempotencyKey, NewOrder, OrderStore, StoreError, request_fingerprint};
@@ -20,6 +21,13 @@ use uuid::Uuid;
 pub struct ApiState {
     pub store: Arc<dyn OrderStore>,
     pub max_body_bytes: usize,
+    pub auth: Arc<Authenticator>,
+}
+
+impl FromRef<ApiState> for Arc<Authenticator> {
+    fn from_ref(state: &ApiState) -> Self {
+        state.auth.clone()
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -65,7 +73,12 @@ fn store_failure(error: StoreError) -> Response {
 }
 
 #[tracing::instrument(name = "create_order", skip_all, fields(order_id, event_id))]
-async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_order(
+    State(state): State<ApiState>,
+    WriteAccess(grant): WriteAccess,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !is_json(&headers) {
         return Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -85,6 +98,9 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
         Ok(request) => request,
         Err(errors) => return Problem::invalid_fields(errors).into_response(),
     };
+    if !grant.covers(&request.customer_id) {
+        return grant.other_customer().into_response();
+    }
     let idempotency = match headers
         .get("idempotency-key")
         .map(|v| v.to_str().map(IdempotencyKey::parse))
@@ -133,7 +149,7 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
     response
 }
 
-async fn get_order(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+async fn get_order(State(state): State<ApiState>, ReadAccess(grant): ReadAccess, Path(id): Path<String>) -> Response {
     let Ok(id) = Uuid::parse_str(&id) else {
         return Problem::not_found(format!(
             "no order has the id `{}`",
@@ -142,8 +158,9 @@ async fn get_order(State(state): State<ApiState>, Path(id): Path<String>) -> Res
         .into_response();
     };
     match state.store.get(id).await {
-        Ok(Some(order)) => axum::Json(order).into_response(),
-        Ok(None) => Problem::not_found(format!("no order has the id `{id}`")).into_response(),
+        // Another customer's order is answered like a missing one: its existence stays private.
+        Ok(Some(order)) if grant.covers(&order.order.customer_id) => axum::Json(order).into_response(),
+        Ok(_) => Problem::not_found(format!("no order has the id `{id}`")).into_response(),
         Err(error) => store_failure(error),
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
+use order_events::auth::{AuthMode, Authenticator};
 use order_events::config::{EventStoreArgs, ShutdownArgs};
+use order_events::cors::Cors;
 use order_events::event_log::EventLog;
 use order_events::event_log::memory::MemoryLog;
 use order_events::ops::{ReadinessCheck, finish_router};
@@ -86,6 +88,8 @@ pub fn gateway_router(
     gateway: &GatewayArgs,
     shutdown: &ShutdownArgs,
     lifecycle: &Lifecycle,
+    auth: Arc<Authenticator>,
+    cors: Arc<Cors>,
 ) -> (Router, Arc<dyn Interceptor>) {
     let settings = DeliverySettings {
         heartbeat: gateway.heartbeat_interval,
@@ -100,6 +104,8 @@ pub fn gateway_router(
         replay_window: gateway.replay_window,
         connections: Arc::new(Semaphore::new(gateway.max_connections as usize)),
         stop: lifecycle.stop_token(),
+        auth,
+        cors,
     };
     let fan_out = match &*state.feed {
         Feed::Hub { ring, .. } => Some(FanOut::spawn(
@@ -124,9 +130,18 @@ impl Application {
                  run `sse-orders` for the single-process setup"
             );
         }
+        let auth = Authenticator::from_args(&config.auth, AuthMode::Jwt, lifecycle.stop_token()).await?;
+        let cors = Cors::new(&config.cors);
         let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle).await?);
-        let (routes, fast_path) = gateway_router(feed.clone(), &config.gateway, &config.shutdown, &lifecycle);
-        let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone());
+        let (routes, fast_path) = gateway_router(
+            feed.clone(),
+            &config.gateway,
+            &config.shutdown,
+            &lifecycle,
+            auth,
+            cors.clone(),
+        );
+        let router = cors.apply(finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone()));
         let server = Server::bind(
             &config.listen,
             router,

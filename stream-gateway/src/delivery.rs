@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use order_events::event_log::LogPage;
 use order_events::event_log::memory::wall_clock_ms;
-use order_events::frame::{HEARTBEAT, reset_frame, retry_frame};
+use order_events::frame::{HEARTBEAT, reset_frame, retry_frame, token_expired_frame};
 use order_events::metrics::Metrics;
 use order_events::position::StreamPosition;
 use order_events::ring::RingRead;
@@ -56,7 +56,9 @@ pub struct Delivery {
     feed: Arc<Feed>,
     settings: Arc<DeliverySettings>,
     cursor: StreamPosition,
-    filter: Option<Box<str>>,
+    filter: Option<Arc<str>>,
+    /// When the stream's token stops being valid: the stream then ends with `token-expired`.
+    expires: Option<(Instant, std::time::SystemTime)>,
     changes: Option<watch::Receiver<StreamPosition>>,
     /// Fires at most one heartbeat interval after the last write; re-armed lazily when it fires.
     heartbeat: Pin<Box<Sleep>>,
@@ -81,10 +83,15 @@ impl Delivery {
         feed: Arc<Feed>,
         settings: Arc<DeliverySettings>,
         cursor: StreamPosition,
-        filter: Option<String>,
+        filter: Option<Arc<str>>,
+        expires_at: Option<std::time::SystemTime>,
         stop: CancellationToken,
         open: OpenConnection,
     ) -> Self {
+        let expires = expires_at.map(|at| {
+            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            (Instant::now() + left, at)
+        });
         let settings_heartbeat = settings.heartbeat;
         let changes = match &*feed {
             Feed::Hub { ring, .. } => Some(ring.subscribe()),
@@ -94,7 +101,8 @@ impl Delivery {
             feed,
             settings,
             cursor,
-            filter: filter.map(String::into_boxed_str),
+            filter,
+            expires,
             changes,
             heartbeat: Box::pin(tokio::time::sleep(settings_heartbeat)),
             stopped: Box::pin(stop.cancelled_owned()),
@@ -115,15 +123,20 @@ impl Delivery {
         })
     }
 
-    /// The cursor to park at, when the fan-out may write this stream: a hub feed, no filter,
-    /// the opening written, not closing.
-    pub fn parkable_cursor(&self) -> Option<StreamPosition> {
+    /// The cursor to park at and the customer the stream is confined to, when the fan-out may
+    /// write this stream: a hub feed, the opening written, not closing, token not expired.
+    pub fn parkable(&self) -> Option<(StreamPosition, Option<Arc<str>>)> {
         let parkable = matches!(*self.feed, Feed::Hub { .. })
-            && self.filter.is_none()
             && self.started
             && self.close_at.is_none()
-            && !self.closed;
-        parkable.then_some(self.cursor)
+            && !self.closed
+            && self.expires.is_none_or(|(at, _)| at > Instant::now());
+        parkable.then(|| (self.cursor, self.filter.clone()))
+    }
+
+    /// When the stream's token expires.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expires.map(|(at, _)| at)
     }
 
     /// Continues after the fan-out wrote this stream up to `cursor`.
@@ -147,6 +160,9 @@ impl Delivery {
             if self.close_at.is_some_and(|at| at <= Instant::now()) {
                 return Some(self.close());
             }
+            if self.expires.is_some_and(|(at, _)| at <= Instant::now()) {
+                return Some(self.expire());
+            }
             if let Some(changes) = &mut self.changes {
                 changes.borrow_and_update();
             }
@@ -167,6 +183,7 @@ impl Delivery {
             };
             let retry_in = backoff.delay();
             let closing = self.close_at;
+            let expiry = self.expires_at();
             let feed = &*self.feed;
             let changes = &mut self.changes;
             let wake = async move {
@@ -190,6 +207,7 @@ impl Delivery {
                     self.close_at = Some(Instant::now() + Duration::from_millis(delay));
                 }
                 _ = sleep_until_opt(closing) => return Some(self.close()),
+                _ = sleep_until_opt(expiry) => return Some(self.expire()),
                 _ = wake => {}
                 _ = self.heartbeat.as_mut() => {
                     let now = Instant::now();
@@ -216,6 +234,13 @@ impl Delivery {
             rand::rng().random_range(0..=base)
         };
         retry_frame(base + jitter)
+    }
+
+    /// Ends the stream because its token expired; clients must not simply reconnect with it.
+    fn expire(&mut self) -> Bytes {
+        self.closed = true;
+        let at = self.expires.map_or(std::time::SystemTime::now(), |(_, at)| at);
+        token_expired_frame(time::OffsetDateTime::from(at))
     }
 
     async fn step(&mut self) -> Result<Step, order_events::event_log::LogError> {

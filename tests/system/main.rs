@@ -2,6 +2,7 @@
 //! over HTTP like any client.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod delivery;
 mod helpers;
 mod protocol;

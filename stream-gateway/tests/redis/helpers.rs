@@ -40,6 +40,12 @@ impl Gateway {
                 "--reconnect-delay",
                 "100ms",
             ])
+            // These tests are about delivery, not access: the services run without auth.
+            .args(if args.contains(&"--auth") {
+                &[][..]
+            } else {
+                &["--auth", "none"][..]
+            })
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -104,6 +110,9 @@ impl OrderApi {
             "--drain-delay",
             "0s",
         ];
+        if !args.contains(&"--auth") {
+            argv.extend(["--auth", "none"]);
+        }
         argv.extend_from_slice(args);
         let config = order_api::Config::try_parse_from(argv).expect("order-api configuration");
         let lifecycle = Lifecycle::new();
