@@ -458,3 +458,30 @@ async fn customer_streams_in_the_fan_out_get_exactly_their_events_in_order_even_
     .await;
     drop(open);
 }
+
+#[tokio::test]
+async fn the_token_subcommand_mints_a_token_the_services_accept() {
+    use clap::Parser;
+    let config = sse_orders::Config::try_parse_from([
+        "sse-orders",
+        "token",
+        "--secret",
+        SECRET,
+        "--customer",
+        "c-5",
+        "--scope",
+        "orders:read,orders:write",
+        "--ttl",
+        "5m",
+    ])
+    .unwrap();
+    let Some(sse_orders::Command::Token(args)) = config.command else {
+        panic!("token subcommand");
+    };
+    let minted = args.mint().unwrap();
+    let app = spawn_with_auth(&[]).await;
+    assert_eq!(post_order(&app, Some(&minted), "c-5", "T").await.status(), 201);
+    assert_eq!(post_order(&app, Some(&minted), "c-6", "T").await.status(), 403);
+    let bad = sse_orders::Config::try_parse_from(["sse-orders", "token", "--secret", SECRET, "--scope", "admin"]);
+    assert!(bad.unwrap_err().to_string().contains("orders:read:all"));
+}
