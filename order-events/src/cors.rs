@@ -33,8 +33,12 @@ pub struct CorsArgs {
 }
 
 /// An origin as browsers send it: scheme, host and an optional port, nothing else.
+/// An empty entry (an empty `CORS_ORIGINS`, a trailing comma) is no origin.
 pub fn parse_origin(text: &str) -> Result<String, String> {
     let origin = text.trim().to_ascii_lowercase();
+    if origin.is_empty() {
+        return Ok(origin);
+    }
     let rest = origin
         .strip_prefix("https://")
         .or_else(|| origin.strip_prefix("http://"))
@@ -184,6 +188,13 @@ mod tests {
         assert_eq!(parse_origin("HTTPS://Shop.Example").unwrap(), "https://shop.example");
         assert_eq!(parse_origin("http://localhost:5173").unwrap(), "http://localhost:5173");
         assert_eq!(parse_origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
+        assert_eq!(parse_origin(" ").unwrap(), "");
+        assert!(
+            !Cors::new(&CorsArgs {
+                cors_origins: vec![String::new()]
+            })
+            .is_enabled()
+        );
         for bad in [
             "shop.example",
             "https://shop.example/",
