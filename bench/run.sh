@@ -10,8 +10,10 @@
 #   BENCH_DURATION=20s     publishing time of the fan-out scenarios (overload: a quarter of it)
 #   BENCH_SERVERS="..."    subset of: ours ours-jwt ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum
 #   BENCH_SCENARIOS="..."  subset of: fanout-1k-50 fanout-1k-100 fanout-10k-5 idle-10k overload-10k-100 overload-10k-1000 order-api
-#                          scoped-10k-50 fanout-10k-50 (only for ours and ours-jwt: 10,000 streams
-#                          at 50 orders/s, spread over 1,000 customers or unfiltered)
+#                          scoped-10k-50 fanout-10k-50 fanout-10-50 (only for ours and ours-jwt:
+#                          10,000 streams at 50 orders/s spread over 1,000 customers, 10,000
+#                          unfiltered streams, and 10 unfiltered streams: as many deliveries per
+#                          order as the scoped run)
 #   BENCH_RESULTS=dir      where to write (default bench/results)
 #   BENCH_SERVER_CPU=0 BENCH_LOADGEN_CPU=1   cores for taskset
 #   BENCH_SKIP_BUILD=1     use the release binaries already built
@@ -31,7 +33,7 @@ QUICK=${BENCH_QUICK:-0}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOADGEN_CPU=${BENCH_LOADGEN_CPU:-1}
 ALL_SERVERS="ours ours-jwt ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum"
-ALL_SCENARIOS="fanout-1k-50 fanout-1k-100 fanout-10k-5 idle-10k overload-10k-100 overload-10k-1000 order-api scoped-10k-50 fanout-10k-50"
+ALL_SCENARIOS="fanout-1k-50 fanout-1k-100 fanout-10k-5 idle-10k overload-10k-100 overload-10k-1000 order-api scoped-10k-50 fanout-10k-50 fanout-10-50"
 # ours-jwt: the combined binary with --auth jwt; loadgen signs its tokens with this secret.
 JWT_SECRET=bench-only-secret-bench-only-secret-0123
 SERVERS=${BENCH_SERVERS:-$ALL_SERVERS}
@@ -305,6 +307,8 @@ run_scenario() {
         overload-10k-100) n=10000 rate=100 ;;
         overload-10k-1000) n=10000 rate=1000 ;;
         fanout-10k-50) n=10000 rate=50 ;;
+        # As many deliveries per order as scoped-10k-50 (10), from 10 unfiltered streams.
+        fanout-10-50) n=10 rate=50 ;;
         # The same load with each stream confined to one of 1,000 customers (its token with
         # ours-jwt, ?customerId= with ours) and the orders spread over them in turn.
         scoped-10k-50) n=10000 rate=50 publish_args=(--customers $((1000 / SCALE))) ;;
@@ -404,8 +408,9 @@ main() {
         for server in $SERVERS; do
             have_server "$server" || { log "skipping $server: not built"; continue; }
             # Customer-scoped and 50/s-at-10k runs compare sse-orders with itself.
-            [[ $scenario == scoped-* || $scenario == fanout-10k-50 ]] && [[ $server != ours && $server != ours-jwt ]] && continue
-            [[ $server == ours-jwt && $scenario != scoped-* && $scenario != fanout-10k-50 ]] && continue
+            local own=0; [[ $scenario == scoped-* || $scenario == fanout-10k-50 || $scenario == fanout-10-50 ]] && own=1
+            [[ $own == 1 && $server != ours && $server != ours-jwt ]] && continue
+            [[ $own == 0 && $server == ours-jwt ]] && continue
             run_with_retry "$scenario" "$server"
         done
     done

@@ -17,6 +17,7 @@ use order_events::auth::{AuthArgs, AuthMode, Authenticator, DevClaims, mint_hs25
 use order_events::config::{EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs};
 use order_events::cors::{Cors, CorsArgs};
 use order_events::event_log::memory::MemoryLog;
+use order_events::metrics::Metrics;
 use order_events::ops::{AllReady, finish_router};
 use order_events::server::Server;
 use order_events::shutdown::Lifecycle;
@@ -122,11 +123,14 @@ impl Application {
         // Zero-config by default: `cargo run` serves the demo without tokens (with a warning).
         let auth = Authenticator::from_args(&config.auth, AuthMode::None, lifecycle.stop_token()).await?;
         let cors = Cors::new(&config.cors);
-        let store = order_store(&config.store, &config.api, memory_log.clone()).await?;
-        let feed = Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle).await?);
+        // One registry for both services: they are one process to Prometheus.
+        let metrics = Arc::new(Metrics::new());
+        let store = order_store(&config.store, &config.api, memory_log.clone(), metrics.clone()).await?;
+        let feed = Arc::new(build_feed(&config.store, &config.gateway, memory_log, &lifecycle, metrics.clone()).await?);
         let api = order_api::router(order_api::ApiState {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
+            metrics: metrics.clone(),
             auth: auth.clone(),
         });
         let (gateway, fast_path) = gateway_router(
@@ -134,6 +138,7 @@ impl Application {
             &config.gateway,
             &config.shutdown,
             &lifecycle,
+            metrics.clone(),
             auth,
             cors.clone(),
         );
@@ -142,6 +147,7 @@ impl Application {
             api.merge(gateway),
             Arc::new(readiness),
             lifecycle.clone(),
+            metrics,
         ));
         let server = Server::bind(
             &config.listen,

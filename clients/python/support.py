@@ -80,8 +80,9 @@ class Server:
 
 _order_number = 0
 
-# A customer id that tries to end the SSE frame, inject fields and inject HTML.
-HOSTILE_CUSTOMER = "evil\n\ndata: x\r\nid: 9-9\revent: reset <img src=x onerror=window.injected=1> ünï 🚀"
+# A customer id that looks like SSE fields, JSON escapes and HTML. (Line breaks and other control
+# characters are refused with 400 before they get this far.)
+HOSTILE_CUSTOMER = "evil data: x id: 9-9 event: reset \"quoted\" \\ <img src=x onerror=window.injected=1> ünï 🚀"
 
 
 def create_order(base_url: str, customer_id: str | None = None) -> dict:

@@ -163,8 +163,9 @@ export async function startRedis() {
 
 let orderNumber = 0;
 
-/** A customer id that tries to end the SSE frame, inject fields and inject HTML. */
-export const HOSTILE_CUSTOMER = "evil\n\ndata: x\r\nid: 9-9\revent: reset <img src=x onerror=window.injected=1> ünï 🚀";
+/** A customer id that looks like SSE fields, JSON escapes and HTML. (Line breaks and other control
+ * characters are refused with 400 before they get this far.) */
+export const HOSTILE_CUSTOMER = "evil data: x id: 9-9 event: reset \"quoted\" \\ <img src=x onerror=window.injected=1> ünï 🚀";
 
 /** POSTs a small order and returns the 201 body (the order plus its `eventId`). */
 export async function createOrder(baseUrl, customerId = `client-${++orderNumber}`) {

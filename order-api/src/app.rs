@@ -10,6 +10,7 @@ use order_events::auth::{AuthMode, Authenticator};
 use order_events::config::EventStoreArgs;
 use order_events::cors::Cors;
 use order_events::event_log::memory::MemoryLog;
+use order_events::metrics::Metrics;
 use order_events::ops::{ReadinessCheck, finish_router};
 use order_events::order_store::OrderStore;
 use order_events::order_store::memory::MemoryOrderStore;
@@ -38,9 +39,10 @@ pub async fn order_store(
     store: &EventStoreArgs,
     api: &OrderApiArgs,
     memory_log: Option<Arc<MemoryLog>>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<Arc<dyn OrderStore>> {
     match &store.redis_url {
-        Some(url) => crate::redis::connect(url, store, api).await,
+        Some(url) => crate::redis::connect(url, store, api, metrics).await,
         None => {
             let log = memory_log
                 .unwrap_or_else(|| Arc::new(MemoryLog::new(store.log_capacity as usize, store.log_max_age())));
@@ -58,13 +60,15 @@ impl Application {
             );
         }
         let auth = Authenticator::from_args(&config.auth, AuthMode::Jwt, lifecycle.stop_token()).await?;
-        let store = order_store(&config.store, &config.api, None).await?;
+        let metrics = Arc::new(Metrics::new());
+        let store = order_store(&config.store, &config.api, None, metrics.clone()).await?;
         let state = ApiState {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
+            metrics: metrics.clone(),
             auth,
         };
-        let router = finish_router(router(state), Arc::new(StoreReady(store)), lifecycle.clone());
+        let router = finish_router(router(state), Arc::new(StoreReady(store)), lifecycle.clone(), metrics);
         let router = Cors::new(&config.cors).apply(router);
         let server = Server::bind(&config.listen, router, None, lifecycle, config.shutdown.shutdown_grace)?;
         Ok(Self { server })

@@ -3,13 +3,19 @@
 use std::sync::Arc;
 
 use order_events::config::EventStoreArgs;
+use order_events::metrics::Metrics;
 use order_events::order_store::OrderStore;
 use order_events::order_store::redis::RedisOrderStore;
 use order_events::redis_client::{RedisSettings, RetentionSettings};
 
 use crate::config::OrderApiArgs;
 
-pub async fn connect(url: &str, store: &EventStoreArgs, api: &OrderApiArgs) -> anyhow::Result<Arc<dyn OrderStore>> {
+pub async fn connect(
+    url: &str,
+    store: &EventStoreArgs,
+    api: &OrderApiArgs,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn OrderStore>> {
     let settings = RedisSettings {
         url: url.to_owned(),
         stream_key: store.stream_key.clone(),
@@ -22,6 +28,7 @@ pub async fn connect(url: &str, store: &EventStoreArgs, api: &OrderApiArgs) -> a
     };
     let orders = RedisOrderStore::connect(&settings, retention)
         .await
-        .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?
+        .with_metrics(metrics);
     Ok(Arc::new(orders))
 }

@@ -9,10 +9,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use order_events::auth::{Authenticator, ReadAccess, WriteAccess};
-use order_events::domain::{Order, OrderCreated, OrderRequest};
+use order_events::domain::{FieldError, Order, OrderCreated, OrderRequest};
 use order_events::metrics::Metrics;
 use order_events::order_store::{CreateOutcome, IdempotencyKey, NewOrder, OrderStore, StoreError, request_fingerprint};
 use order_events::problem::Problem;
+use order_events::strict_json::{self, StrictJsonError};
 use order_events::telemetry::current_traceparent;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 pub struct ApiState {
     pub store: Arc<dyn OrderStore>,
     pub max_body_bytes: usize,
+    pub metrics: Arc<Metrics>,
     pub auth: Arc<Authenticator>,
 }
 
@@ -88,11 +90,12 @@ async fn create_order(
         .detail("send the order as Content-Type: application/json")
         .into_response();
     }
-    let json: serde_json::Value = match serde_json::from_slice(&body) {
+    let json = match strict_json::parse(&body) {
         Ok(json) => json,
-        Err(error) => {
-            return Problem::bad_request(format!("the body is not valid JSON: {error}")).into_response();
+        Err(StrictJsonError::DuplicateKey { field }) => {
+            return Problem::invalid_fields(vec![FieldError::new(field, "appears more than once")]).into_response();
         }
+        Err(error) => return Problem::bad_request(error.to_string()).into_response(),
     };
     let request = match OrderRequest::parse(&json) {
         Ok(request) => request,
@@ -128,7 +131,7 @@ async fn create_order(
         .await
     {
         Ok(CreateOutcome::Created(created)) => {
-            Metrics::global().orders_created.inc();
+            state.metrics.orders_created.inc();
             (StatusCode::CREATED, created)
         }
         Ok(CreateOutcome::Replayed(created)) => (StatusCode::OK, created),

@@ -22,7 +22,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -205,6 +205,10 @@ impl OrderRequest {
                 errors.push(FieldError::new("customerId", "must not be blank"));
                 None
             }
+            Some(Value::String(s)) if s.chars().any(is_control) => {
+                errors.push(FieldError::new("customerId", CONTROL_CHARACTERS));
+                None
+            }
             Some(Value::String(s)) if s.chars().count() > MAX_CUSTOMER_ID_CHARS => {
                 errors.push(FieldError::new(
                     "customerId",
@@ -282,6 +286,14 @@ impl OrderRequest {
     }
 }
 
+const CONTROL_CHARACTERS: &str = "must not contain control characters (U+0000-U+001F, U+007F-U+009F, U+2028, U+2029)";
+
+/// C0 and C1 controls, DEL, and the line and paragraph separators (which end a line in
+/// JavaScript and in many log viewers).
+fn is_control(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
 fn parse_item(
     index: usize,
     item: &Value,
@@ -309,6 +321,10 @@ fn parse_item(
         }
         None | Some(Value::Null) => {
             errors.push(FieldError::new(field("sku"), "is required"));
+            None
+        }
+        Some(Value::String(s)) if s.chars().any(is_control) => {
+            errors.push(FieldError::new(field("sku"), CONTROL_CHARACTERS));
             None
         }
         Some(_) => {
@@ -562,12 +578,49 @@ mod tests {
     #[test]
     fn customer_text_is_kept_verbatim() {
         let request = OrderRequest::parse(&json!({
-            "customerId": "evil\n\nevent: x\ndata: y", "currency": "EUR",
+            "customerId": "O'Brien \"Ltd\" \\ café 東京 🙂 data: y", "currency": "EUR",
             "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]
         }))
         .unwrap();
+        assert_eq!(request.customer_id, "O'Brien \"Ltd\" \\ café 東京 🙂 data: y");
         let json = Order::create(&request, OffsetDateTime::now_utc()).to_json();
         assert!(!json.contains('\n'));
-        assert!(json.contains("evil\\n\\nevent: x"));
+        assert!(json.contains(r#"O'Brien \"Ltd\" \\ café"#), "{json}");
+    }
+
+    #[test]
+    fn control_characters_in_customer_and_sku_are_refused() {
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "\0",
+            "a\u{1b}[31m",
+            "a\u{7f}",
+            "a\u{85}",
+            "a\u{9f}",
+            "a\u{2028}b",
+            "a\u{2029}",
+        ] {
+            let result = OrderRequest::parse(&json!({
+                "customerId": bad, "currency": "EUR", "items": [{"sku": bad, "quantity": 1, "unitPrice": 1}]
+            }));
+            let errors = result.unwrap_err();
+            assert_eq!(
+                errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
+                vec!["customerId", "items[0].sku"],
+                "{bad:?}"
+            );
+            assert!(
+                errors.iter().all(|e| e.message.contains("control characters")),
+                "{errors:?}"
+            );
+        }
+        // Neighbours of the refused ranges are fine in a customer id.
+        for good in ["a\u{a0}b", "\u{2027}", "\u{202a}x", "~"] {
+            let result = OrderRequest::parse(&json!({
+                "customerId": good, "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]
+            }));
+            assert!(result.is_ok(), "{good:?} was refused");
+        }
     }
 }

@@ -10,9 +10,10 @@ use async_trait::async_trait;
 
 use crate::domain::OrderCreated;
 use crate::frame::EncodedEvent;
-use crate::position::StreamPosition;
+use crate::position::{Epoch, StreamPosition};
 
-/// Events read after a position.
+/// Events read after a position, with what the log knows about that position, read in the same
+/// atomic step.
 #[derive(Debug, Default)]
 pub struct LogPage {
     /// In position order, all strictly after the requested position.
@@ -20,6 +21,25 @@ pub struct LogPage {
     /// Set when events after the requested position were dropped by retention: the page then
     /// starts at the oldest event still held (`None` if nothing is held).
     pub lost: Option<Lost>,
+    /// Whether the requested position belongs to the log's current history.
+    pub cursor: CursorCheck,
+    /// The log's current epoch (`None` before anything recorded one).
+    pub epoch: Option<Epoch>,
+    /// The retention marker: every event up to and including it was trimmed.
+    pub trimmed_through: Option<StreamPosition>,
+}
+
+/// Whether a position read after is one of the log's own: the start (`0-0`), a position at or
+/// before the retention marker, or the id of an event the log holds. A cursor that named an event
+/// its client received and is none of these comes from a history the log no longer has.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum CursorCheck {
+    #[default]
+    Held,
+    /// Not a position of this history. `resume_after` is the newest position at or before it
+    /// that is (an event held, the retention marker, or `0-0`): what the log and the cursor's
+    /// history may still have in common.
+    Missing { resume_after: StreamPosition },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +56,20 @@ pub enum LogError {
     Unavailable(String),
     #[error("the event store timed out")]
     Timeout,
+    /// The store answered the read with an error: reading again from the same position fails
+    /// again.
+    #[error("the event store refused the read: {0}")]
+    Refused(String),
     #[error("the event store returned malformed data: {0}")]
     Malformed(String),
+}
+
+impl LogError {
+    /// Whether trying the same read again can succeed (the store was down or slow), as opposed
+    /// to a read the store refuses or answers with data nobody can read.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LogError::Unavailable(_) | LogError::Timeout)
+    }
 }
 
 #[async_trait]
@@ -59,6 +91,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// window must be measured on it rather than on this process' clock.
     async fn now_ms(&self) -> Result<u64, LogError> {
         Ok(memory::wall_clock_ms())
+    }
+
+    /// Replaces the epoch with a new one, unless it is no longer `seen` (another reader replaced
+    /// it first). Returns the epoch now in force. Called by a reader that found its own position
+    /// gone from the log: the history it followed was lost.
+    async fn renew_epoch(&self, seen: Option<&Epoch>) -> Result<Option<Epoch>, LogError> {
+        Ok(seen.cloned())
     }
 
     /// Whether the backend can serve requests now.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::position::StreamPosition;
+use crate::position::{Epoch, StreamPosition};
 
 /// The SSE event name of an `OrderCreated` event.
 pub const ORDER_CREATED: &str = "order-created";
@@ -80,14 +80,57 @@ pub fn retry_frame(millis: u64) -> Bytes {
 /// A comment line: keeps proxies from closing an idle stream and is ignored by clients.
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
 
-/// Tells a client that events after `requested` are no longer held; delivery continues with
-/// `oldest`, the oldest event still held (if any). It carries no `id:` so the client's cursor
-/// only moves with the next real event.
-pub fn reset_frame(requested: StreamPosition, oldest: Option<StreamPosition>) -> Bytes {
+/// Why a stream sends `reset`: the client must re-sync (for instance over REST) because the
+/// events it would need to continue exactly are not there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetReason {
+    /// Retention trimmed events after the cursor; delivery continues with the oldest held.
+    BehindRetention,
+    /// The cursor names an event this history does not have (Redis restarted without
+    /// persistence, or failed over to a replica that missed writes): what the client saw is
+    /// gone. Delivery continues after the newest position both histories share.
+    HistoryLost,
+    /// The cursor is past the end of the log: the events the client saw were lost with the end
+    /// of the stream, or the id was never issued. Delivery continues at the end.
+    AheadOfLog,
+    /// The event store refused to read after the cursor; delivery continues at the end.
+    Refused,
+}
+
+impl ResetReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::BehindRetention => "cursor-behind-retention",
+            ResetReason::HistoryLost => "history-lost",
+            ResetReason::AheadOfLog => "cursor-ahead-of-log",
+            ResetReason::Refused => "cursor-refused",
+        }
+    }
+}
+
+/// What a `reset` tells the client.
+#[derive(Clone, Debug)]
+pub struct Reset<'a> {
+    pub reason: ResetReason,
+    /// The cursor that could not be continued.
+    pub requested: StreamPosition,
+    /// The oldest event still held, when known.
+    pub oldest: Option<StreamPosition>,
+    /// Delivery continues with the events after this position.
+    pub resume_after: StreamPosition,
+    /// The history delivery continues in.
+    pub epoch: Option<&'a Epoch>,
+}
+
+/// Tells a client that it cannot continue exactly after `requested`. It carries no `id:`, so the
+/// client's cursor only moves with the next real event.
+pub fn reset_frame(reset: &Reset<'_>) -> Bytes {
     let payload = serde_json::json!({
-        "reason": "cursor-behind-retention",
-        "lastEventId": requested,
-        "oldestId": oldest,
+        "reason": reset.reason.as_str(),
+        "lastEventId": reset.requested,
+        "oldestId": reset.oldest,
+        "resumeAfter": reset.resume_after,
+        "epoch": reset.epoch,
     });
     let mut frame = BytesMut::new();
     frame.put_slice(b"event: reset\n");
@@ -142,10 +185,19 @@ mod tests {
 
     #[test]
     fn reset_names_the_oldest_event_held() {
-        let frame = reset_frame(StreamPosition::new(1, 0), Some(StreamPosition::new(5, 0)));
+        let epoch = Epoch::from_stored("e1").unwrap();
+        let frame = reset_frame(&Reset {
+            reason: ResetReason::BehindRetention,
+            requested: StreamPosition::new(1, 0),
+            oldest: Some(StreamPosition::new(5, 0)),
+            resume_after: StreamPosition::new(4, 0),
+            epoch: Some(&epoch),
+        });
         let text = std::str::from_utf8(&frame).unwrap();
         assert!(text.starts_with("event: reset\ndata: {"));
         assert!(text.contains(r#""oldestId":"5-0""#));
+        assert!(text.contains(r#""reason":"cursor-behind-retention""#));
+        assert!(text.contains(r#""epoch":"e1""#));
         assert!(text.ends_with("}\n\n"));
     }
 }

@@ -12,6 +12,7 @@
 //! - [`order_store`]: the `OrderStore` trait (order + event + idempotency key, atomically).
 //! - [`redis_client`]: fred clients, key names, Lua scripts and retention for the Redis backends.
 //! - [`problem`]: the one `application/problem+json` error body.
+//! - [`strict_json`]: request bodies parsed with repeated keys refused.
 //! - [`config`]: flag groups both binaries flatten into their clap config.
 //! - [`metrics`], [`telemetry`]: Prometheus registry, tracing and OpenTelemetry export.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics middleware.
@@ -34,6 +35,7 @@ pub mod redis_client;
 pub mod ring;
 pub mod server;
 pub mod shutdown;
+pub mod strict_json;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,12 +1,12 @@
 //! The Prometheus metrics both services expose on `/metrics`.
 
-use std::sync::OnceLock;
-
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-/// Every metric of the process, registered once in one registry.
+/// Every metric of one application, in a registry of its own: each `Application` builds one and
+/// hands it to everything it runs, so several applications in one process (tests) never share
+/// counters.
 pub struct Metrics {
     pub registry: Registry,
     pub sse_connections: IntGauge,
@@ -14,7 +14,9 @@ pub struct Metrics {
     pub events_delivered: IntCounter,
     pub delivery_lag: Histogram,
     pub catchup_reads: IntCounter,
-    pub resets: IntCounter,
+    pub resets: IntCounterVec,
+    pub cursor_errors: IntCounterVec,
+    pub history_changes: IntCounter,
     pub orders_created: IntCounter,
     pub redis_errors: IntCounterVec,
     pub redis_command_seconds: HistogramVec,
@@ -32,14 +34,14 @@ fn name(short: &str) -> String {
     format!("{PREFIX}_{short}")
 }
 
-impl Metrics {
-    /// The process-wide metrics (one registry per process, as Prometheus scrapes a process).
-    pub fn global() -> &'static Metrics {
-        static METRICS: OnceLock<Metrics> = OnceLock::new();
-        METRICS.get_or_init(Metrics::new)
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
+}
 
-    fn new() -> Self {
+impl Metrics {
+    pub fn new() -> Self {
         let registry = Registry::new();
         let latency_buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -68,7 +70,27 @@ impl Metrics {
                 "Reads from the log by cursors behind the ring",
             )
             .unwrap(),
-            resets: IntCounter::new(name("resets_total"), "Reset events sent to cursors behind retention").unwrap(),
+            resets: IntCounterVec::new(
+                Opts::new(
+                    name("resets_total"),
+                    "Reset events sent, by reason (cursor-behind-retention, history-lost, cursor-ahead-of-log)",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+            cursor_errors: IntCounterVec::new(
+                Opts::new(
+                    name("cursor_errors_total"),
+                    "Streams whose cursor the event store refused to read after, by what the stream did (reset, close)",
+                ),
+                &["action"],
+            )
+            .unwrap(),
+            history_changes: IntCounter::new(
+                name("history_changes_total"),
+                "Times the tail reader found the stream's history replaced (new epoch) and re-checked every cursor",
+            )
+            .unwrap(),
             orders_created: IntCounter::new(name("orders_created_total"), "Orders created").unwrap(),
             redis_errors: IntCounterVec::new(
                 Opts::new(name("redis_errors_total"), "Failed Redis operations"),
@@ -117,6 +139,8 @@ impl Metrics {
             Box::new(metrics.delivery_lag.clone()),
             Box::new(metrics.catchup_reads.clone()),
             Box::new(metrics.resets.clone()),
+            Box::new(metrics.cursor_errors.clone()),
+            Box::new(metrics.history_changes.clone()),
             Box::new(metrics.orders_created.clone()),
             Box::new(metrics.redis_errors.clone()),
             Box::new(metrics.redis_command_seconds.clone()),

@@ -32,19 +32,20 @@ impl IdempotencyKey {
     }
 }
 
-/// Identifies what a request asked for, so a key reused with another request is refused.
+/// Identifies what a request asked for, so a key reused with another request is refused: the
+/// SHA-256 of the validated request as JSON (`["customer","EUR",[["SKU",2,1250]]]`). Every
+/// string is quoted and escaped and every list delimited, so two different requests never hash
+/// the same bytes.
 pub fn request_fingerprint(request: &OrderRequest) -> String {
-    let mut hash = Sha256::new();
-    hash.update(request.customer_id.as_bytes());
-    hash.update([0]);
-    hash.update(request.currency.code().as_bytes());
-    for item in &request.items {
-        hash.update([0]);
-        hash.update(item.sku.as_bytes());
-        hash.update(item.quantity.to_be_bytes());
-        hash.update(item.unit_price_minor.to_be_bytes());
-    }
-    hex::encode(hash.finalize())
+    let items: Vec<(&str, u64, i64)> = request
+        .items
+        .iter()
+        .map(|item| (item.sku.as_str(), item.quantity, item.unit_price_minor))
+        .collect();
+    let canonical = (request.customer_id.as_str(), request.currency.code(), items);
+    // Serializing strings and integers into memory cannot fail.
+    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
 }
 
 /// Everything one `POST /api/order` writes.
@@ -52,6 +53,8 @@ pub fn request_fingerprint(request: &OrderRequest) -> String {
 pub struct NewOrder {
     pub order: Order,
     pub event: OrderCreated,
+    /// The key and the request's fingerprint. A key belongs to the order's customer: the same
+    /// key sent for another customer is another key (it neither conflicts nor replays).
     pub idempotency: Option<(IdempotencyKey, String)>,
 }
 
@@ -81,4 +84,46 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn get(&self, id: Uuid) -> Result<Option<CreatedOrder>, StoreError>;
     async fn check_ready(&self) -> Result<(), StoreError>;
     fn backend(&self) -> &'static str;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Currency, LineItem};
+
+    fn request(customer_id: &str, items: &[(&str, u64, i64)]) -> OrderRequest {
+        OrderRequest {
+            customer_id: customer_id.to_owned(),
+            currency: Currency::parse("EUR").unwrap(),
+            items: items
+                .iter()
+                .map(|&(sku, quantity, unit_price_minor)| LineItem {
+                    sku: sku.to_owned(),
+                    quantity,
+                    unit_price_minor,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn requests_whose_fields_run_together_alike_have_different_fingerprints() {
+        // Fed field after field into one hash, these two were the same bytes.
+        let first = request("c", &[("A", 1, 0x45_5552), ("B", 1, 1)]);
+        let second = request("c\0EUR\0A\0\0\0\0\0\0\0\u{1}\0\0\0\0", &[("B", 1, 1)]);
+        assert_ne!(request_fingerprint(&first), request_fingerprint(&second));
+        // Splitting one field differently is another request as well.
+        assert_ne!(
+            request_fingerprint(&request("c", &[("AB", 1, 1)])),
+            request_fingerprint(&request("c", &[("A", 1, 1), ("B", 1, 1)]))
+        );
+    }
+
+    #[test]
+    fn the_same_request_has_the_same_fingerprint() {
+        let fingerprint = request_fingerprint(&request("c", &[("A", 2, 1250)]));
+        assert_eq!(fingerprint, request_fingerprint(&request("c", &[("A", 2, 1250)])));
+        assert_eq!(fingerprint.len(), 64);
+        assert_ne!(fingerprint, request_fingerprint(&request("c", &[("A", 2, 1251)])));
+    }
 }

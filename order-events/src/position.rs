@@ -95,6 +95,41 @@ impl<'de> serde::Deserialize<'de> for StreamPosition {
     }
 }
 
+/// Names one history of the stream. Positions are only comparable within one history: when the
+/// history is lost (Redis restarted without persistence, a failover to a replica that missed
+/// writes) the epoch is replaced, and a reader that sees a new epoch re-checks every cursor it
+/// holds against the log. Stored beside the stream; the memory log draws one per process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Epoch(String);
+
+impl Epoch {
+    /// A fresh random epoch: 16 lowercase hex digits.
+    pub fn random() -> Self {
+        Self(format!("{:016x}", rand::random::<u64>()))
+    }
+
+    /// An epoch as stored; any non-empty text without whitespace (written by another version).
+    pub fn from_stored(text: &str) -> Option<Self> {
+        (!text.is_empty() && text.len() <= 64 && !text.contains(char::is_whitespace)).then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for Epoch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 /// Produces increasing positions from a wall clock that may step backwards: the memory log's
 /// equivalent of Redis' `XADD *`.
 #[derive(Debug, Default)]

@@ -76,6 +76,7 @@ impl Default for RetentionSettings {
 pub struct StreamKeys {
     stream: String,
     trimmed: String,
+    epoch: String,
     order_prefix: String,
     idempotency_prefix: String,
 }
@@ -85,6 +86,7 @@ impl StreamKeys {
         Self {
             stream: stream_key.to_owned(),
             trimmed: format!("{stream_key}:trimmed"),
+            epoch: format!("{stream_key}:epoch"),
             order_prefix: format!("{stream_key}:order:"),
             idempotency_prefix: format!("{stream_key}:idem:"),
         }
@@ -100,6 +102,11 @@ impl StreamKeys {
         &self.trimmed
     }
 
+    /// The stream's epoch: names its current history (see [`crate::position::Epoch`]).
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
     /// The hash holding one order (`order`, `eventId`).
     pub fn order(&self, id: Uuid) -> String {
         format!("{}{id}", self.order_prefix)
@@ -109,9 +116,10 @@ impl StreamKeys {
         &self.order_prefix
     }
 
-    /// The record of one idempotency key (`<fingerprint> <order id>`).
-    pub fn idempotency(&self, key: &str) -> String {
-        format!("{}{key}", self.idempotency_prefix)
+    /// The record of one customer's idempotency key (`<fingerprint> <order id>`). The customer
+    /// id is length-prefixed (in bytes), so no customer's keys can be named like another's.
+    pub fn idempotency(&self, customer_id: &str, key: &str) -> String {
+        format!("{}{}:{customer_id}:{key}", self.idempotency_prefix, customer_id.len())
     }
 }
 
@@ -139,6 +147,8 @@ fn redact_credentials(url: &str) -> String {
 #[derive(Debug)]
 pub(crate) enum Failure {
     Unavailable(String),
+    /// Redis answered the command with an `ERR` reply: the same command will fail again.
+    Refused(String),
     Timeout,
     Malformed(String),
 }
@@ -151,6 +161,8 @@ impl From<FredError> for Failure {
             ErrorKind::InvalidArgument | ErrorKind::Parse | ErrorKind::Protocol | ErrorKind::NotFound => {
                 Failure::Malformed(error.to_string())
             }
+            // An `ERR` reply (say `ERR Invalid stream ID`) is about the command, not the server.
+            ErrorKind::Unknown if error.details().starts_with("ERR") => Failure::Refused(error.to_string()),
             // Connection loss, fail-fast refusals while reconnecting, cluster and sentinel
             // trouble, LOADING, BUSY, READONLY...: all transient from a request's point of view.
             _ => Failure::Unavailable(error.to_string()),
@@ -162,6 +174,7 @@ impl From<Failure> for LogError {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::Unavailable(message) => LogError::Unavailable(message),
+            Failure::Refused(message) => LogError::Refused(message),
             Failure::Timeout => LogError::Timeout,
             Failure::Malformed(message) => LogError::Malformed(message),
         }
@@ -171,19 +184,12 @@ impl From<Failure> for LogError {
 impl From<Failure> for StoreError {
     fn from(failure: Failure) -> Self {
         match failure {
-            Failure::Unavailable(message) => StoreError::Unavailable(message),
+            // A write Redis refused wrote nothing; the caller may retry (503).
+            Failure::Unavailable(message) | Failure::Refused(message) => StoreError::Unavailable(message),
             Failure::Timeout => StoreError::Timeout,
             Failure::Malformed(message) => StoreError::Malformed(message),
         }
     }
-}
-
-/// Times one Redis operation (all its round trips) and counts its failure.
-pub(crate) async fn observed<T, E>(op: &str, operation: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-    let started = Instant::now();
-    let result = operation.await;
-    Metrics::global().observe_redis(op, started, &result);
-    result
 }
 
 /// The command pool and key names of one backend, plus what it takes to open a dedicated
@@ -199,6 +205,7 @@ pub(crate) struct RedisConnection {
     /// our clock says is not: deadlines are judged on Redis' clock, and one running ahead of ours
     /// by more than the command timeout would otherwise refuse every write.
     clock_skew_ms: Arc<AtomicI64>,
+    metrics: Arc<Metrics>,
 }
 
 impl RedisConnection {
@@ -219,7 +226,21 @@ impl RedisConnection {
             settings: settings.clone(),
             options: command_options(settings.command_timeout),
             clock_skew_ms: Arc::new(AtomicI64::new(0)),
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Counts this connection's operations in `metrics` (a private registry until then).
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = metrics;
+    }
+
+    /// Times one Redis operation (all its round trips) and counts its failure.
+    pub(crate) async fn observed<T, E>(&self, op: &str, operation: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        let started = Instant::now();
+        let result = operation.await;
+        self.metrics.observe_redis(op, started, &result);
+        result
     }
 
     /// Gives the pool up to one command timeout to connect, so that the first requests after
@@ -304,7 +325,7 @@ impl RedisConnection {
         let mut tried_again = false;
         loop {
             let script_args = args(self.deadline_on_redis_clock(deadline));
-            let reply = observed(op, script.run(self, keys.clone(), script_args)).await?;
+            let reply = self.observed(op, script.run(self, keys.clone(), script_args)).await?;
             let Value::Array(reply) = reply else {
                 return Err(Failure::Malformed(format!("{op} script replied {reply:?}")));
             };
@@ -322,7 +343,7 @@ impl RedisConnection {
 
     /// PING within the command timeout.
     pub(crate) async fn ping(&self) -> Result<(), Failure> {
-        observed("ping", async {
+        self.observed("ping", async {
             let _: Value = self.client().with_options(&self.options).ping(None).await?;
             Ok::<_, FredError>(())
         })
@@ -515,6 +536,14 @@ local function apply_retention(stream, marker, max_len, max_age_ms, now_ms)
   end
 end
 
+-- A stream without an epoch gets one with its first entry (a new stream, or one recreated after
+-- its history was lost together with the epoch).
+local function ensure_epoch(key, candidate)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, candidate)
+  end
+end
+
 local function event_fields(data, customer, traceparent)
   local fields = {'data', data, 'customer', customer}
   if traceparent ~= '' then
@@ -563,11 +592,13 @@ mod tests {
         let id = Uuid::nil();
         assert_eq!(keys.stream(), "{orders}:events");
         assert_eq!(keys.trimmed(), "{orders}:events:trimmed");
+        assert_eq!(keys.epoch(), "{orders}:events:epoch");
         assert_eq!(
             keys.order(id),
             "{orders}:events:order:00000000-0000-0000-0000-000000000000"
         );
-        assert_eq!(keys.idempotency("k-1"), "{orders}:events:idem:k-1");
+        assert_eq!(keys.idempotency("c-1", "k-1"), "{orders}:events:idem:3:c-1:k-1");
+        assert_ne!(keys.idempotency("a:1", "b"), keys.idempotency("a", "1:b"));
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
@@ -44,6 +46,9 @@ pub struct EventRing {
     window: RwLock<Window>,
     bounds: RingBounds,
     newest: watch::Sender<StreamPosition>,
+    /// Counts restarts: a reader whose cursor was checked under an older generation checks it
+    /// against the log again, since the history it was checked in may be gone.
+    generation: AtomicU64,
 }
 
 impl EventRing {
@@ -60,6 +65,7 @@ impl EventRing {
                 ..bounds
             },
             newest,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -108,14 +114,55 @@ impl EventRing {
         }
     }
 
-    /// Forgets everything and restarts the window after `start` (the source was replaced).
+    /// Forgets everything and restarts the window after `start` (the source was replaced), in a
+    /// new generation.
     pub fn restart(&self, start: StreamPosition) {
         {
             let mut window = self.window.write();
             window.events.clear();
             window.floor = start;
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         self.newest.send_replace(start);
+    }
+
+    /// How many times the ring was restarted.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Drops every event up to and including `marker`, the log's retention marker: a cursor the
+    /// log would reset is then behind the ring too, so it is sent to the log and reset there,
+    /// whatever this ring still happens to hold.
+    pub fn trim_through(&self, marker: StreamPosition) {
+        let mut window = self.window.write();
+        if marker <= window.floor {
+            return;
+        }
+        while window.events.front().is_some_and(|e| e.position <= marker) {
+            window.events.pop_front();
+        }
+        window.floor = marker;
+    }
+
+    /// Whether `position` belongs to the history this ring holds (see
+    /// [`CursorCheck`](crate::event_log::CursorCheck)): `0-0`, at or before the floor, or the id
+    /// of an event held. For a ring that is its whole log.
+    pub fn check(&self, position: StreamPosition) -> crate::event_log::CursorCheck {
+        use crate::event_log::CursorCheck;
+        let window = self.window.read();
+        if position == StreamPosition::ZERO || position <= window.floor {
+            return CursorCheck::Held;
+        }
+        let at = window.events.partition_point(|e| e.position < position);
+        if window.events.get(at).is_some_and(|e| e.position == position) {
+            return CursorCheck::Held;
+        }
+        let resume_after = at
+            .checked_sub(1)
+            .and_then(|before| window.events.get(before))
+            .map_or(window.floor, |e| e.position);
+        CursorCheck::Missing { resume_after }
     }
 
     /// Copies the frames after `cursor` (at most `max`, at most about `max_bytes`) that pass

@@ -58,6 +58,25 @@ impl RequestHead {
         self.target.split_once('?').map(|(_, q)| q)
     }
 
+    /// Whether the `Host` header obeys [`crate::ops::host_problem`].
+    pub fn host_is_valid(&self) -> bool {
+        let version = if self.version == 1 {
+            axum::http::Version::HTTP_11
+        } else {
+            axum::http::Version::HTTP_10
+        };
+        let hosts = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.as_slice());
+        let authority = self
+            .target
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(""));
+        crate::ops::host_problem(version, hosts, authority).is_none()
+    }
+
     /// The first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
@@ -195,7 +214,8 @@ async fn offer(
         }
     };
     match head {
-        Some(head) if interceptor.wants(&head) => {
+        // A bad Host is answered by hyper's side (one 400 for every route).
+        Some(head) if head.host_is_valid() && interceptor.wants(&head) => {
             interceptor.serve(stream, head).await;
             None
         }

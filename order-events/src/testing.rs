@@ -4,8 +4,10 @@ mod polling;
 mod redis_server;
 mod sentinel;
 mod sse_client;
+mod writer;
 
 pub use polling::eventually;
 pub use redis_server::{RedisServer, free_port};
 pub use sentinel::Sentinel;
 pub use sse_client::{Sse, SseClient};
+pub use writer::post_order;

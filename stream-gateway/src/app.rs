@@ -13,6 +13,7 @@ use order_events::config::{EventStoreArgs, ShutdownArgs};
 use order_events::cors::Cors;
 use order_events::event_log::EventLog;
 use order_events::event_log::memory::MemoryLog;
+use order_events::metrics::Metrics;
 use order_events::ops::{ReadinessCheck, finish_router};
 use order_events::server::{Interceptor, Server};
 use order_events::shutdown::Lifecycle;
@@ -40,7 +41,7 @@ impl ReadinessCheck for FeedReady {
 }
 
 /// Ages out the memory log even while nothing is appended.
-pub fn spawn_memory_sweeper(log: Arc<MemoryLog>, lifecycle: &Lifecycle) {
+pub fn spawn_memory_sweeper(log: Arc<MemoryLog>, lifecycle: &Lifecycle, metrics: Arc<Metrics>) {
     let stop = lifecycle.stop_token();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -49,7 +50,7 @@ pub fn spawn_memory_sweeper(log: Arc<MemoryLog>, lifecycle: &Lifecycle) {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     log.evict_expired();
-                    order_events::metrics::Metrics::global().event_log_retained.set(log.ring().len() as i64);
+                    metrics.event_log_retained.set(log.ring().len() as i64);
                 }
             }
         }
@@ -63,16 +64,17 @@ pub async fn build_feed(
     gateway: &GatewayArgs,
     memory_log: Option<Arc<MemoryLog>>,
     lifecycle: &Lifecycle,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<Feed> {
     let Some(url) = &store.redis_url else {
         let log =
             memory_log.unwrap_or_else(|| Arc::new(MemoryLog::new(store.log_capacity as usize, store.log_max_age())));
-        spawn_memory_sweeper(log.clone(), lifecycle);
+        spawn_memory_sweeper(log.clone(), lifecycle, metrics);
         return Ok(Feed::memory(log));
     };
-    let log: Arc<dyn EventLog> = crate::redis::connect(url, store).await?;
+    let log: Arc<dyn EventLog> = crate::redis::connect(url, store, metrics.clone()).await?;
     Ok(match gateway.delivery {
-        DeliveryMode::Hub => Feed::hub(log, gateway.ring_capacity as usize, lifecycle.stop_token()),
+        DeliveryMode::Hub => Feed::hub(log, gateway.ring_capacity as usize, lifecycle.stop_token(), metrics),
         DeliveryMode::Poll => Feed::Poll {
             log,
             interval: gateway.poll_interval,
@@ -88,6 +90,7 @@ pub fn gateway_router(
     gateway: &GatewayArgs,
     shutdown: &ShutdownArgs,
     lifecycle: &Lifecycle,
+    metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
     cors: Arc<Cors>,
 ) -> (Router, Arc<dyn Interceptor>) {
@@ -97,6 +100,7 @@ pub fn gateway_router(
         // Half the grace spreads reconnects while leaving time for the last frames to flush.
         close_spread: (shutdown.shutdown_grace / 2).min(Duration::from_secs(10)),
         catchup_page: gateway.catchup_page as usize,
+        metrics: metrics.clone(),
     };
     let state = GatewayState {
         feed,
@@ -112,6 +116,7 @@ pub fn gateway_router(
             ring.clone(),
             gateway.heartbeat_interval,
             lifecycle.stop_token(),
+            metrics,
         )),
         Feed::Poll { .. } => None,
     };
@@ -132,16 +137,23 @@ impl Application {
         }
         let auth = Authenticator::from_args(&config.auth, AuthMode::Jwt, lifecycle.stop_token()).await?;
         let cors = Cors::new(&config.cors);
-        let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle).await?);
+        let metrics = Arc::new(Metrics::new());
+        let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle, metrics.clone()).await?);
         let (routes, fast_path) = gateway_router(
             feed.clone(),
             &config.gateway,
             &config.shutdown,
             &lifecycle,
+            metrics.clone(),
             auth,
             cors.clone(),
         );
-        let router = cors.apply(finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone()));
+        let router = cors.apply(finish_router(
+            routes,
+            Arc::new(FeedReady(feed)),
+            lifecycle.clone(),
+            metrics,
+        ));
         let server = Server::bind(
             &config.listen,
             router,

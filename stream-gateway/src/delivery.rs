@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use order_events::event_log::LogPage;
+use order_events::auth::Grant;
 use order_events::event_log::memory::wall_clock_ms;
-use order_events::frame::{HEARTBEAT, reset_frame, retry_frame, token_expired_frame};
+use order_events::event_log::{CursorCheck, EventLog, LogError, LogPage};
+use order_events::frame::{HEARTBEAT, Reset, ResetReason, reset_frame, retry_frame, token_expired_frame};
 use order_events::metrics::Metrics;
 use order_events::position::StreamPosition;
-use order_events::ring::RingRead;
+use order_events::ring::{EventRing, RingRead};
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, Sleep};
@@ -32,23 +33,28 @@ pub struct DeliverySettings {
     /// On shutdown, streams end at random moments within this window.
     pub close_spread: Duration,
     pub catchup_page: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Counts an open connection for as long as it lives.
 pub struct OpenConnection {
     _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
 }
 
 impl OpenConnection {
-    pub fn new(permit: OwnedSemaphorePermit) -> Self {
-        Metrics::global().sse_connections.inc();
-        Self { _permit: permit }
+    pub fn new(permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
+        metrics.sse_connections.inc();
+        Self {
+            _permit: permit,
+            metrics,
+        }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        Metrics::global().sse_connections.dec();
+        self.metrics.sse_connections.dec();
     }
 }
 
@@ -56,6 +62,19 @@ pub struct Delivery {
     feed: Arc<Feed>,
     settings: Arc<DeliverySettings>,
     cursor: StreamPosition,
+    /// The cursor names an event the client received (its `Last-Event-ID`, or an event this
+    /// stream passed), not just a starting point: if the log's history lacks it, the client
+    /// holds events that are gone and gets `reset`.
+    claims_history: bool,
+    /// The cursor must be checked against the log before the ring is read (the client resumed,
+    /// or the ring restarted since the last check): the log, not this pod's ring, decides.
+    verify: bool,
+    /// The ring generation the cursor was last checked in.
+    generation: u64,
+    /// Consecutive reads the log refused (not transient failures).
+    refusals: u32,
+    /// Consecutive transient read failures; only the first of a streak is logged as a warning.
+    failures: u32,
     filter: Option<Arc<str>>,
     /// When the stream's token stops being valid: the stream then ends with `token-expired`.
     expires: Option<(Instant, std::time::SystemTime)>,
@@ -79,28 +98,40 @@ enum Step {
 }
 
 impl Delivery {
+    /// A delivery after `cursor`. `resumed` says the cursor came from the client
+    /// (`Last-Event-ID`): it is then checked against the log before anything is delivered.
+    /// `access` confines it to one customer's events and ends it when the token expires.
     pub fn new(
         feed: Arc<Feed>,
         settings: Arc<DeliverySettings>,
         cursor: StreamPosition,
-        filter: Option<Arc<str>>,
-        expires_at: Option<std::time::SystemTime>,
+        resumed: bool,
+        access: Grant,
         stop: CancellationToken,
         open: OpenConnection,
     ) -> Self {
+        let Grant {
+            customer: filter,
+            expires_at,
+        } = access;
         let expires = expires_at.map(|at| {
             let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
             (Instant::now() + left, at)
         });
         let settings_heartbeat = settings.heartbeat;
-        let changes = match &*feed {
-            Feed::Hub { ring, .. } => Some(ring.subscribe()),
-            Feed::Poll { .. } => None,
+        let (changes, generation) = match &*feed {
+            Feed::Hub { ring, .. } => (Some(ring.subscribe()), ring.generation()),
+            Feed::Poll { .. } => (None, 0),
         };
         Self {
             feed,
             settings,
             cursor,
+            claims_history: resumed,
+            verify: resumed,
+            generation,
+            refusals: 0,
+            failures: 0,
             filter,
             expires,
             changes,
@@ -124,9 +155,14 @@ impl Delivery {
     }
 
     /// The cursor to park at and the customer the stream is confined to, when the fan-out may
-    /// write this stream: a hub feed, the opening written, not closing, token not expired.
+    /// write this stream: a hub feed with the cursor checked, the opening written, not closing,
+    /// the token not expired.
     pub fn parkable(&self) -> Option<(StreamPosition, Option<Arc<str>>)> {
-        let parkable = matches!(*self.feed, Feed::Hub { .. })
+        let checked = match &*self.feed {
+            Feed::Hub { ring, .. } => !self.verify && ring.generation() == self.generation,
+            Feed::Poll { .. } => false,
+        };
+        let parkable = checked
             && self.started
             && self.close_at.is_none()
             && !self.closed
@@ -141,6 +177,9 @@ impl Delivery {
 
     /// Continues after the fan-out wrote this stream up to `cursor`.
     pub fn resume(&mut self, cursor: StreamPosition) {
+        if cursor != self.cursor {
+            self.claims_history = true;
+        }
         self.cursor = cursor;
         self.last_write = Instant::now();
     }
@@ -167,19 +206,31 @@ impl Delivery {
                 changes.borrow_and_update();
             }
             let failed = match self.step().await {
-                Ok(Step::Chunk(chunk)) => {
-                    self.last_write = Instant::now();
-                    return Some(chunk);
+                Ok(step) => {
+                    self.refusals = 0;
+                    self.failures = 0;
+                    match step {
+                        Step::Chunk(chunk) => {
+                            self.last_write = Instant::now();
+                            return Some(chunk);
+                        }
+                        Step::Again => continue,
+                        Step::Idle => {
+                            backoff.reset();
+                            false
+                        }
+                    }
                 }
-                Ok(Step::Again) => continue,
-                Ok(Step::Idle) => {
-                    backoff.reset();
-                    false
-                }
-                Err(error) => {
-                    tracing::warn!(%error, cursor = %self.cursor, "reading events failed; the stream stays open and retries");
+                Err(error) if error.is_transient() => {
+                    self.failures += 1;
+                    if self.failures == 1 {
+                        tracing::warn!(%error, cursor = %self.cursor, "reading events failed; the stream stays open and retries");
+                    } else {
+                        tracing::debug!(%error, cursor = %self.cursor, failures = self.failures, "reading events failed again");
+                    }
                     true
                 }
+                Err(error) => return Some(self.refused(error).await),
             };
             let retry_in = backoff.delay();
             let closing = self.close_at;
@@ -236,6 +287,42 @@ impl Delivery {
         retry_frame(base + jitter)
     }
 
+    /// The log refused to read after the cursor (or answered with data that cannot be read):
+    /// reading again would fail the same way, poll after poll. The first time the client gets
+    /// `reset` and the stream continues at the end of the log; if the log refuses that too, the
+    /// stream ends (its client reconnects after the `retry:` hint).
+    async fn refused(&mut self, error: LogError) -> Bytes {
+        self.refusals += 1;
+        let end = match self.refusals {
+            1 => self.feed.log().last_position().await.ok(),
+            _ => None,
+        };
+        let metrics = &self.settings.metrics;
+        match end {
+            Some(end) => {
+                tracing::warn!(%error, cursor = %self.cursor, %end, "the event store refused to read after this cursor; sending reset");
+                metrics.cursor_errors.with_label_values(&["reset"]).inc();
+                metrics.resets.with_label_values(&[ResetReason::Refused.as_str()]).inc();
+                let frame = reset_frame(&Reset {
+                    reason: ResetReason::Refused,
+                    requested: self.cursor,
+                    oldest: None,
+                    resume_after: end,
+                    epoch: None,
+                });
+                self.cursor = end;
+                self.claims_history = false;
+                self.verify = false;
+                frame
+            }
+            None => {
+                tracing::warn!(%error, cursor = %self.cursor, "the event store keeps refusing this stream's reads; closing it");
+                metrics.cursor_errors.with_label_values(&["close"]).inc();
+                self.close()
+            }
+        }
+    }
+
     /// Ends the stream because its token expired; clients must not simply reconnect with it.
     fn expire(&mut self) -> Bytes {
         self.closed = true;
@@ -243,9 +330,25 @@ impl Delivery {
         token_expired_frame(time::OffsetDateTime::from(at))
     }
 
-    async fn step(&mut self) -> Result<Step, order_events::event_log::LogError> {
-        match &*self.feed {
+    async fn step(&mut self) -> Result<Step, LogError> {
+        let feed = self.feed.clone();
+        match &*feed {
             Feed::Hub { ring, log } => {
+                let generation = ring.generation();
+                if generation != self.generation {
+                    // The ring restarted: the history this cursor was checked in may be gone.
+                    self.generation = generation;
+                    if self.claims_history {
+                        self.verify = true;
+                    } else {
+                        // A mere starting point, never delivered from: start over where the
+                        // ring's new history starts if that is earlier.
+                        self.cursor = self.cursor.min(ring.floor());
+                    }
+                }
+                if self.verify {
+                    return self.catch_up(ring, log).await;
+                }
                 self.batch.clear();
                 let read = ring.read_after(
                     self.cursor,
@@ -257,25 +360,15 @@ impl Delivery {
                 match read {
                     RingRead::Events { count, last, first_ms } => {
                         self.cursor = last;
+                        self.claims_history = true;
                         if count == 0 {
                             return Ok(Step::Again);
                         }
-                        record_delivery(count, first_ms);
+                        record_delivery(&self.settings.metrics, count, first_ms);
                         Ok(Step::Chunk(join(&mut self.batch)))
                     }
                     RingRead::UpToDate => Ok(Step::Idle),
-                    RingRead::Behind => {
-                        Metrics::global().catchup_reads.inc();
-                        let page = log.read_after(self.cursor, self.settings.catchup_page).await?;
-                        let floor = ring.floor();
-                        let step = self.page_chunk(page);
-                        if matches!(step, Step::Idle) && self.cursor < floor && floor != StreamPosition::MAX {
-                            // Nothing in the log between the cursor and the ring: join the ring.
-                            self.cursor = floor;
-                            return Ok(Step::Again);
-                        }
-                        Ok(step)
-                    }
+                    RingRead::Behind => self.catch_up(ring, log).await,
                 }
             }
             Feed::Poll { log, count, .. } => {
@@ -285,18 +378,63 @@ impl Delivery {
         }
     }
 
+    /// Reads after the cursor from the log (which also checks the cursor), for a cursor behind
+    /// the ring or one that must be checked; joins the ring when the log has nothing before it.
+    async fn catch_up(&mut self, ring: &EventRing, log: &Arc<dyn EventLog>) -> Result<Step, LogError> {
+        self.settings.metrics.catchup_reads.inc();
+        let page = log.read_after(self.cursor, self.settings.catchup_page).await?;
+        self.verify = false;
+        let floor = ring.floor();
+        let step = self.page_chunk(page);
+        if matches!(step, Step::Idle) && self.cursor < floor && floor != StreamPosition::MAX {
+            // Nothing in the log between the cursor and the ring: join the ring.
+            self.cursor = floor;
+            return Ok(Step::Again);
+        }
+        Ok(step)
+    }
+
     fn page_chunk(&mut self, page: LogPage) -> Step {
         let mut chunk = BytesMut::new();
+        let metrics = &self.settings.metrics;
         if let Some(lost) = page.lost {
-            Metrics::global().resets.inc();
+            let reason = ResetReason::BehindRetention;
+            metrics.resets.with_label_values(&[reason.as_str()]).inc();
             tracing::info!(cursor = %self.cursor, oldest = ?lost.oldest, "cursor behind retention; sending reset");
-            chunk.extend_from_slice(&reset_frame(self.cursor, lost.oldest));
-            self.cursor = self.cursor.max(lost.through);
+            let resume_after = self.cursor.max(lost.through);
+            chunk.extend_from_slice(&reset_frame(&Reset {
+                reason,
+                requested: self.cursor,
+                oldest: lost.oldest,
+                resume_after,
+                epoch: page.epoch.as_ref(),
+            }));
+            self.cursor = resume_after;
+        } else if let (true, CursorCheck::Missing { resume_after }) = (self.claims_history, page.cursor) {
+            // Nothing after the cursor at all: it is past the end of the log.
+            let reason = if page.events.is_empty() {
+                ResetReason::AheadOfLog
+            } else {
+                ResetReason::HistoryLost
+            };
+            metrics.resets.with_label_values(&[reason.as_str()]).inc();
+            tracing::info!(cursor = %self.cursor, %resume_after, epoch = ?page.epoch, reason = reason.as_str(), "the log's history lacks this cursor; sending reset");
+            let frame = reset_frame(&Reset {
+                reason,
+                requested: self.cursor,
+                oldest: None,
+                resume_after,
+                epoch: page.epoch.as_ref(),
+            });
+            // The events read belong after the old cursor: read again after the shared point.
+            self.cursor = resume_after;
+            return Step::Chunk(frame);
         }
         let mut count = 0;
         let mut first_ms = 0;
         for event in &page.events {
             self.cursor = event.position;
+            self.claims_history = true;
             if self
                 .filter
                 .as_deref()
@@ -310,7 +448,7 @@ impl Delivery {
             }
         }
         if count > 0 {
-            record_delivery(count, first_ms);
+            record_delivery(&self.settings.metrics, count, first_ms);
         }
         if chunk.is_empty() {
             if page.events.is_empty() {
@@ -331,8 +469,7 @@ pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn record_delivery(count: usize, first_ms: u64) {
-    let metrics = Metrics::global();
+fn record_delivery(metrics: &Metrics, count: usize, first_ms: u64) {
     metrics.events_delivered.inc_by(count as u64);
     let lag_ms = wall_clock_ms().saturating_sub(first_ms);
     metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);

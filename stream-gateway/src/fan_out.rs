@@ -114,8 +114,8 @@ struct Member {
 impl Member {
     /// Gives the connection back to its task; the socket is released first so only the task
     /// writes to it from now on.
-    fn hand_back(self, handoff: Handoff) {
-        Metrics::global().fan_out_handbacks.inc();
+    fn hand_back(self, handoff: Handoff, metrics: &Metrics) {
+        metrics.fan_out_handbacks.inc();
         drop(self.stream);
         self.slot.gone.store(true, Ordering::Release);
         self.slot.give(handoff);
@@ -178,10 +178,10 @@ impl Members {
     }
 
     /// Hands every member back (with `handoff` made per member).
-    fn hand_back_all(&mut self, cursor: StreamPosition) {
+    fn hand_back_all(&mut self, cursor: StreamPosition, metrics: &Metrics) {
         for group in self.groups_mut() {
             for member in group.members.drain(..) {
-                member.hand_back(resume_at(cursor));
+                member.hand_back(resume_at(cursor), metrics);
             }
         }
         self.by_customer.clear();
@@ -201,6 +201,7 @@ pub struct FanOut {
     departed: AtomicUsize,
     /// Parked connections that asked to be handed back.
     recalled: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 /// Events after one cursor, cut into writes.
@@ -217,12 +218,18 @@ enum Written {
 
 impl FanOut {
     /// Starts the writer over `ring`; it hands every connection back when `stop` fires.
-    pub fn spawn(ring: Arc<EventRing>, heartbeat: Duration, stop: CancellationToken) -> Arc<Self> {
+    pub fn spawn(
+        ring: Arc<EventRing>,
+        heartbeat: Duration,
+        stop: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let fan_out = Arc::new(Self {
             joins: Mutex::new(Joins::default()),
             wake: Notify::new(),
             departed: AtomicUsize::new(0),
             recalled: AtomicUsize::new(0),
+            metrics,
         });
         tokio::spawn(fan_out.clone().run(ring, heartbeat, stop));
         fan_out
@@ -271,6 +278,8 @@ impl FanOut {
             by_customer: HashMap::new(),
         };
         let mut cursor = ring.newest();
+        // A restarted ring may hold another history: every connection then checks its cursor.
+        let mut generation = ring.generation();
         let mut chunks = Vec::new();
         let mut purge_at: Option<Instant> = None;
         let mut next_beat = Instant::now() + heartbeat;
@@ -288,7 +297,7 @@ impl FanOut {
                     for group in members.groups_mut() {
                         if group.last_write + heartbeat <= now {
                             group.last_write = now;
-                            write_to_members(&mut group.members, &beat, &mut writes).await;
+                            write_to_members(&mut group.members, &beat, &mut writes, &self.metrics).await;
                         }
                     }
                 }
@@ -311,7 +320,10 @@ impl FanOut {
                     let mut index = 0;
                     while index < group.members.len() {
                         if group.members[index].slot.recall.load(Ordering::Acquire) {
-                            group.members.swap_remove(index).hand_back(resume_at(cursor));
+                            group
+                                .members
+                                .swap_remove(index)
+                                .hand_back(resume_at(cursor), &self.metrics);
                         } else {
                             index += 1;
                         }
@@ -321,10 +333,13 @@ impl FanOut {
             }
 
             let newest = ring.newest();
-            if newest == StreamPosition::MAX || newest < cursor {
+            let current = ring.generation();
+            let restarted = current != generation;
+            generation = current;
+            if restarted || newest == StreamPosition::MAX || newest < cursor {
                 // The ring does not follow a log yet, or restarted below us: every connection
                 // finds its own way from its cursor.
-                members.hand_back_all(cursor);
+                members.hand_back_all(cursor, &self.metrics);
                 if newest != StreamPosition::MAX {
                     cursor = newest;
                 }
@@ -341,27 +356,27 @@ impl FanOut {
                                 last: chunk.last,
                                 events: chunk.events.len() as u64,
                             };
-                            write_to_members(&mut members.all.members, &all, &mut writes).await;
+                            write_to_members(&mut members.all.members, &all, &mut writes, &self.metrics).await;
                             members.all.last_write = now;
                         }
                         if !members.by_customer.is_empty() {
-                            write_by_customer(&mut members.by_customer, chunk, now, &mut writes).await;
+                            write_by_customer(&mut members.by_customer, chunk, now, &mut writes, &self.metrics).await;
                         }
                     }
                     members.by_customer.retain(|_, group| !group.members.is_empty());
                     if let Some(chunk) = chunks.last() {
                         cursor = chunk.last;
-                        record_lag(chunk.first_ms);
+                        record_lag(&self.metrics, chunk.first_ms);
                     }
                 } else {
-                    members.hand_back_all(cursor);
+                    members.hand_back_all(cursor, &self.metrics);
                     cursor = newest;
                 }
             }
 
             let joiners = std::mem::take(&mut self.joins.lock().waiting);
             self.admit(&ring, cursor, joiners, &mut members).await;
-            Metrics::global().fan_out_parked.set(members.len() as i64);
+            self.metrics.fan_out_parked.set(members.len() as i64);
             next_beat = members
                 .groups_mut()
                 .filter(|group| !group.members.is_empty())
@@ -375,10 +390,10 @@ impl FanOut {
             std::mem::take(&mut joins.waiting)
         };
         for joiner in joiners {
-            joiner.member.hand_back(resume_at(joiner.cursor));
+            joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
         }
-        members.hand_back_all(cursor);
-        Metrics::global().fan_out_parked.set(0);
+        members.hand_back_all(cursor, &self.metrics);
+        self.metrics.fan_out_parked.set(0);
     }
 
     /// Brings joiners up to `cursor` one by one and adds those whose sockets took it all.
@@ -392,7 +407,7 @@ impl FanOut {
                 continue;
             }
             if joiner.member.slot.recall.load(Ordering::Acquire) {
-                joiner.member.hand_back(resume_at(joiner.cursor));
+                joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
                 continue;
             }
             if joiner.cursor == cursor {
@@ -400,7 +415,7 @@ impl FanOut {
                 continue;
             }
             if joiner.cursor > cursor {
-                joiner.member.hand_back(resume_at(joiner.cursor));
+                joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
                 continue;
             }
             if catch_up
@@ -414,21 +429,21 @@ impl FanOut {
                 catch_up = held.then_some((joiner.cursor, joiner.customer.clone(), chunks));
             }
             let Some((_, _, chunks)) = &catch_up else {
-                joiner.member.hand_back(resume_at(joiner.cursor));
+                joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
                 continue;
             };
             if chunks.last().is_none_or(|chunk| chunk.last != cursor) {
                 // The ring no longer reaches the fan-out's cursor (it restarted): the connection
                 // reads on by itself.
-                joiner.member.hand_back(resume_at(joiner.cursor));
+                joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
                 continue;
             }
             let mut refused = None;
             for chunk in chunks.iter().filter(|chunk| !chunk.bytes.is_empty()) {
                 match write_chunk(&joiner.member.stream, chunk) {
-                    Ok(Written::All) => record_delivered(chunk.events),
+                    Ok(Written::All) => record_delivered(&self.metrics, chunk.events),
                     Ok(Written::Short(handoff)) => {
-                        record_delivered(chunk.events);
+                        record_delivered(&self.metrics, chunk.events);
                         refused = Some(handoff);
                         break;
                     }
@@ -439,7 +454,7 @@ impl FanOut {
                 }
             }
             match refused {
-                Some(handoff) => joiner.member.hand_back(handoff),
+                Some(handoff) => joiner.member.hand_back(handoff, &self.metrics),
                 None => members.push(joiner.customer, joiner.member),
             }
         }
@@ -515,6 +530,7 @@ async fn write_by_customer(
     chunk: &EventChunk,
     now: Instant,
     writes: &mut usize,
+    metrics: &Metrics,
 ) {
     let mut frames_of: HashMap<&str, Vec<Bytes>> = HashMap::new();
     for event in &chunk.events {
@@ -535,14 +551,14 @@ async fn write_by_customer(
             last: chunk.last,
             events,
         };
-        write_to_members(&mut group.members, &own, writes).await;
+        write_to_members(&mut group.members, &own, writes, metrics).await;
         group.last_write = now;
     }
 }
 
 /// Writes one chunk to every member; members whose socket is full or failed are handed back.
 /// `writes` counts across calls so a round yields to the scheduler every few hundred writes.
-async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, writes: &mut usize) {
+async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, writes: &mut usize, metrics: &Metrics) {
     let mut index = 0;
     let mut delivered = 0;
     while index < members.len() {
@@ -562,12 +578,12 @@ async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, writes: &mut
             }
             Ok(Written::Short(handoff)) => {
                 delivered += 1;
-                members.swap_remove(index).hand_back(handoff);
+                members.swap_remove(index).hand_back(handoff, metrics);
             }
-            Err(_) => members.swap_remove(index).hand_back(Handoff::Failed),
+            Err(_) => members.swap_remove(index).hand_back(Handoff::Failed, metrics),
         }
     }
-    record_delivered(chunk.events * delivered);
+    record_delivered(metrics, chunk.events * delivered);
 }
 
 /// One `write`; what it could not take is handed back with the chunk's last position.
@@ -586,13 +602,13 @@ fn write_chunk(stream: &TcpStream, chunk: &Chunk) -> io::Result<Written> {
     }
 }
 
-fn record_delivered(events: u64) {
+fn record_delivered(metrics: &Metrics, events: u64) {
     if events > 0 {
-        Metrics::global().events_delivered.inc_by(events);
+        metrics.events_delivered.inc_by(events);
     }
 }
 
-fn record_lag(first_ms: u64) {
+fn record_lag(metrics: &Metrics, first_ms: u64) {
     let lag_ms = wall_clock_ms().saturating_sub(first_ms);
-    Metrics::global().delivery_lag.observe(lag_ms as f64 / 1000.0);
+    metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
 }

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use futures_util::future::BoxFuture;
-use order_events::metrics::Metrics;
 use order_events::problem::Problem;
 use order_events::server::{Interceptor, RequestHead};
 use tokio::io::AsyncWriteExt;
@@ -59,7 +58,7 @@ impl SseFastPath {
             Ok(_) => 200,
             Err(problem) => problem.status,
         };
-        let metrics = Metrics::global();
+        let metrics = &self.state.settings.metrics;
         metrics
             .http_requests
             .with_label_values(&["GET", STREAM_PATH, &status.to_string()])

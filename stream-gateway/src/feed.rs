@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use order_events::event_log::memory::{MemoryLog, wall_clock_ms};
-use order_events::event_log::{EventLog, LogError};
+use order_events::event_log::{CursorCheck, EventLog, LogError};
 use order_events::metrics::Metrics;
-use order_events::position::StreamPosition;
+use order_events::position::{Epoch, StreamPosition};
 use order_events::ring::{EventRing, RingBounds};
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +32,7 @@ impl Feed {
     }
 
     /// A ring fed by a tail reader that runs until `stop`.
-    pub fn hub(log: Arc<dyn EventLog>, capacity: usize, stop: CancellationToken) -> Self {
+    pub fn hub(log: Arc<dyn EventLog>, capacity: usize, stop: CancellationToken, metrics: Arc<Metrics>) -> Self {
         // Until the reader knows where the log ends, every cursor is "behind" and reads the log.
         let ring = Arc::new(EventRing::new(
             RingBounds {
@@ -45,6 +45,7 @@ impl Feed {
             TailReader {
                 log: log.clone(),
                 ring: ring.clone(),
+                metrics,
             }
             .run(stop),
         );
@@ -85,6 +86,7 @@ impl Feed {
 struct TailReader {
     log: Arc<dyn EventLog>,
     ring: Arc<EventRing>,
+    metrics: Arc<Metrics>,
 }
 
 const FOLLOW_WAIT: Duration = Duration::from_secs(5);
@@ -107,54 +109,80 @@ impl TailReader {
         self.ring.restart(last);
         tracing::info!(start = %last, backend = self.log.backend(), "tail reader following the log");
         backoff.reset();
+        // The epoch of the history the ring holds; `None` until the first read tells.
+        let mut epoch: Option<Option<Epoch>> = None;
         loop {
             let page = tokio::select! {
                 _ = stop.cancelled() => return,
                 page = self.log.follow(last, FOLLOW_BATCH, FOLLOW_WAIT) => page,
             };
-            match page {
-                Ok(page) if page.lost.is_some() => {
-                    // The reader itself fell behind retention (cut off from Redis longer than
-                    // the stream keeps events): restart the ring after the gap, so cursors that
-                    // were in it go to the log and get their reset there.
-                    backoff.reset();
-                    let through = page.lost.map_or(last, |lost| lost.through);
-                    tracing::warn!(previous = %last, %through, "tail reader fell behind retention; restarting the ring");
-                    last = last.max(through);
-                    self.ring.restart(last);
-                    if let Some(newest) = page.events.last() {
-                        last = newest.position;
-                    }
-                    self.ring.extend(page.events, wall_clock_ms());
-                }
-                Ok(page) if !page.events.is_empty() => {
-                    backoff.reset();
-                    trace_fan_out(&page.events);
-                    if let Some(newest) = page.events.last() {
-                        last = newest.position;
-                    }
-                    self.ring.extend(page.events, wall_clock_ms());
-                    Metrics::global().event_log_retained.set(self.ring.len() as i64);
-                }
-                Ok(_) => {
-                    backoff.reset();
-                    // A quiet log, or one that was replaced (a restart without persistence can
-                    // restart ids below ours, which a read after `last` would never see).
-                    match self.log.last_position().await {
-                        Ok(end) if end < last => {
-                            tracing::warn!(%end, previous = %last, "the log restarted below our position; following its new end");
-                            last = end;
-                            self.ring.restart(end);
-                        }
-                        _ => {}
-                    }
-                }
+            let page = match page {
+                Ok(page) => page,
                 Err(error) => {
                     tracing::warn!(%error, "tail read failed; retrying");
                     if !backoff.wait(&stop).await {
                         return;
                     }
+                    continue;
                 }
+            };
+            backoff.reset();
+            if let CursorCheck::Missing { resume_after } = page.cursor {
+                // The event this reader read last is gone, and not by retention: the history
+                // it followed was lost (a restart without persistence, a failover to a replica
+                // that missed writes). A new epoch tells every other reader; the ring restarts
+                // where the two histories part, and every cursor is checked again.
+                let renewed = match self.log.renew_epoch(page.epoch.as_ref()).await {
+                    Ok(renewed) => renewed,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot record the new epoch; retrying");
+                        if !backoff.wait(&stop).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                tracing::warn!(previous = %last, %resume_after, epoch = ?renewed, "the log lost events this reader had read; restarting the ring in a new epoch");
+                self.metrics.history_changes.inc();
+                last = resume_after;
+                epoch = Some(renewed);
+                self.ring.restart(last);
+                continue;
+            }
+            match &epoch {
+                Some(known) if *known != page.epoch => {
+                    // Another reader found the history lost, or the stream was recreated with a
+                    // new epoch: this reader's position is still held, but cursors in the ring
+                    // may not be. Restart the ring so every connection is checked again.
+                    tracing::warn!(previous = ?known, epoch = ?page.epoch, position = %last, "the stream's epoch changed; restarting the ring");
+                    self.metrics.history_changes.inc();
+                    self.ring.restart(last);
+                    epoch = Some(page.epoch.clone());
+                    continue;
+                }
+                Some(_) => {}
+                None => epoch = Some(page.epoch.clone()),
+            }
+            if let Some(lost) = page.lost {
+                // The reader itself fell behind retention (cut off from Redis longer than the
+                // stream keeps events): restart the ring after the gap, so cursors that were in
+                // it go to the log and get their reset there.
+                tracing::warn!(previous = %last, through = %lost.through, "tail reader fell behind retention; restarting the ring");
+                last = last.max(lost.through);
+                self.ring.restart(last);
+            }
+            if let Some(marker) = page.trimmed_through {
+                // What Redis trimmed leaves the ring too: a cursor gets `reset` or not by the
+                // log's retention, whatever this ring still holds.
+                self.ring.trim_through(marker);
+            }
+            if !page.events.is_empty() {
+                trace_fan_out(&page.events);
+                if let Some(newest) = page.events.last() {
+                    last = newest.position;
+                }
+                self.ring.extend(page.events, wall_clock_ms());
+                self.metrics.event_log_retained.set(self.ring.len() as i64);
             }
         }
     }

@@ -12,7 +12,6 @@ use axum::routing::get;
 use order_events::auth::{Authenticator, Grant, ReadAccess};
 use order_events::cors::Cors;
 use order_events::domain::MAX_CUSTOMER_ID_CHARS;
-use order_events::metrics::Metrics;
 use order_events::position::StreamPosition;
 use order_events::problem::Problem;
 use serde::Deserialize;
@@ -68,6 +67,10 @@ enum Start {
 }
 
 fn start_from(headers: &HeaderMap, query: &StreamQuery) -> Result<Start, Problem> {
+    // Two ids would make the start position a guess.
+    if headers.get_all("last-event-id").iter().nth(1).is_some() {
+        return Err(Problem::bad_request("send at most one Last-Event-ID header"));
+    }
     // An empty Last-Event-ID is what some clients send on their first connection.
     let header = headers
         .get("last-event-id")
@@ -137,11 +140,12 @@ pub async fn open_delivery(
     if state.stop.is_cancelled() {
         return Err(Problem::unavailable("this instance is shutting down; reconnect"));
     }
-    let metrics = Metrics::global();
+    let metrics = &state.settings.metrics;
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         metrics.sse_connections_total.with_label_values(&["rejected"]).inc();
         return Err(Problem::unavailable("too many open streams on this instance").retry_after(2));
     };
+    let resumed = matches!(start, Start::After(_));
     let cursor = match start {
         Start::After(position) => position,
         Start::ReplayWindow if state.replay_window.is_zero() => state.feed.current_end().await.map_err(|error| {
@@ -161,10 +165,13 @@ pub async fn open_delivery(
         state.feed.clone(),
         state.settings.clone(),
         cursor,
-        filter,
-        grant.expires_at,
+        resumed,
+        Grant {
+            customer: filter,
+            expires_at: grant.expires_at,
+        },
         state.stop.clone(),
-        OpenConnection::new(permit),
+        OpenConnection::new(permit, state.settings.metrics.clone()),
     ))
 }
 
@@ -195,6 +202,14 @@ mod tests {
             start_from(&HeaderMap::new(), &query(None)).unwrap(),
             Start::ReplayWindow
         );
+    }
+
+    #[test]
+    fn two_last_event_ids_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.append("last-event-id", HeaderValue::from_static("5-1"));
+        headers.append("last-event-id", HeaderValue::from_static("5-1"));
+        assert!(start_from(&headers, &query(None)).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 use order_events::shutdown::Lifecycle;
-pub use order_events::testing::{Sse, SseClient};
+pub use order_events::testing::{Sse, SseClient, post_order};
 use serde_json::{Value, json};
 use sse_orders::{Application, Config};
 use tokio::task::JoinHandle;
@@ -62,17 +62,10 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// POSTs an order and returns the 201 body.
+    /// POSTs an order as a real client does (a 503 is retried with the same `Idempotency-Key`)
+    /// and returns the created order.
     pub async fn create_order(&self, body: &Value) -> Value {
-        let response = self
-            .client
-            .post(self.url("/api/order"))
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        assert_eq!(response.status(), 201, "POST /api/order");
-        response.json().await.expect("JSON body")
+        post_order(&self.client, &self.url("/api/order"), body).await
     }
 
     pub async fn post_raw(&self, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
@@ -113,9 +106,7 @@ impl TestApp {
                 tokio::spawn(async move {
                     let mut created = Vec::new();
                     for n in 0..per_writer {
-                        let response = client.post(&url).json(&body(writer, n)).send().await.expect("POST");
-                        assert_eq!(response.status(), 201);
-                        created.push(response.json::<Value>().await.expect("body"));
+                        created.push(post_order(&client, &url, &body(writer, n)).await);
                     }
                     created
                 })

@@ -37,10 +37,18 @@ async fn idle_streams_receive_heartbeat_comments() {
 }
 
 #[tokio::test]
-async fn customer_text_with_line_breaks_stays_inside_one_data_field() {
+async fn customer_text_that_looks_like_sse_fields_stays_inside_one_data_field() {
     let app = spawn_app(&["--replay-window", "0s"]).await;
     let mut stream = app.open_stream(None, "").await;
-    let hostile = "evil\n\nevent: x\ndata: injected\r\nid: 9-9\n\n";
+    // Line breaks are refused at the door; what is left of a field injection is plain text.
+    let response = app
+        .post_raw(
+            Some("application/json"),
+            order_body("evil\n\nevent: x\ndata: injected", "X0").to_string(),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let hostile = "evil event: x data: injected id: 9-9 \\n\\r \"quoted\"";
     let created = app.create_order(&order_body(hostile, "X1")).await;
     let follow_up = app.create_order(&order_body("plain", "X2")).await;
     let mut events = Vec::new();

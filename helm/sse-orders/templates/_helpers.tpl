@@ -1,16 +1,22 @@
 {{/*
 Names. The release name is used alone when it already contains the chart name, so
 "helm install sse-orders" gives sse-orders-order-api, sse-orders-stream-gateway, sse-orders-redis.
+nameOverride replaces the chart name in both, fullnameOverride the whole prefix.
 */}}
 {{- define "sse-orders.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "sse-orders.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := .Values.nameOverride | default .Chart.Name -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 40 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -26,8 +32,21 @@ Names. The release name is used alone when it already contains the chart name, s
 {{- printf "%s-redis" (include "sse-orders.fullname" .) -}}
 {{- end -}}
 
+{{- define "sse-orders.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "sse-orders.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository:tag, or repository@digest when a digest is given (the tag is then ignored). */}}
 {{- define "sse-orders.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Labels: call with (dict "context" $ "component" "order-api"). */}}
@@ -83,9 +102,33 @@ shutdown grace plus 10 seconds for the process to exit. Call with (dict "values"
 {{- end -}}
 {{- end -}}
 
-{{/* The Secret that holds REDIS_URL for an external Redis. */}}
+{{/* The Secret that holds REDIS_URL: the bundled Redis's, the chart's for redis.url, or yours. */}}
 {{- define "sse-orders.redis.secretName" -}}
+{{- if .Values.redis.enabled -}}
+{{- include "sse-orders.redis.fullname" . -}}
+{{- else -}}
 {{- .Values.redis.existingSecret | default (printf "%s-redis-url" (include "sse-orders.fullname" .)) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sse-orders.redis.secretKey" -}}
+{{- if and (not .Values.redis.enabled) .Values.redis.existingSecret -}}
+{{- .Values.redis.existingSecretKey -}}
+{{- else -}}
+redis-url
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret the chart makes for jwtSecret / jwtPublicKey given as values. */}}
+{{- define "sse-orders.jwt.secretName" -}}
+{{- printf "%s-jwt" (include "sse-orders.fullname" .) -}}
+{{- end -}}
+
+{{/* true when the JWT public key is mounted as a file (jwtPublicKey, or jwtExistingSecret under key jwt-public-key). */}}
+{{- define "sse-orders.jwt.publicKeyFile" -}}
+{{- if and (eq .Values.auth "jwt") (or .Values.jwtPublicKey (and .Values.jwtExistingSecret (eq .Values.jwtExistingSecretKey "jwt-public-key"))) -}}
+true
+{{- end -}}
 {{- end -}}
 
 {{/* Environment shared by both services. */}}
@@ -94,15 +137,12 @@ shutdown grace plus 10 seconds for the process to exit. Call with (dict "values"
   value: "0.0.0.0:8080"
 - name: LISTEN_BACKLOG
   value: {{ .Values.listenBacklog | int64 | quote }}
+# From a Secret: the URL may carry a password (the bundled Redis always has one).
 - name: REDIS_URL
-{{- if .Values.redis.enabled }}
-  value: {{ printf "redis://%s:6379" (include "sse-orders.redis.fullname" .) | quote }}
-{{- else }}
   valueFrom:
     secretKeyRef:
       name: {{ include "sse-orders.redis.secretName" . }}
-      key: {{ if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretKey }}{{ else }}redis-url{{ end }}
-{{- end }}
+      key: {{ include "sse-orders.redis.secretKey" . }}
 - name: STREAM_KEY
   value: {{ .Values.streamKey | quote }}
 - name: REDIS_TIMEOUT
@@ -115,21 +155,100 @@ shutdown grace plus 10 seconds for the process to exit. Call with (dict "values"
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ .Values.otlpEndpoint | quote }}
 {{- end }}
+- name: AUTH
+  value: {{ .Values.auth | quote }}
+{{- if eq .Values.auth "jwt" }}
+{{- if .Values.jwtSecret }}
+- name: JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sse-orders.jwt.secretName" . }}
+      key: jwt-secret
+{{- else if and .Values.jwtExistingSecret (ne .Values.jwtExistingSecretKey "jwt-public-key") }}
+- name: JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.jwtExistingSecret }}
+      key: {{ .Values.jwtExistingSecretKey }}
+{{- end }}
+{{- if include "sse-orders.jwt.publicKeyFile" . }}
+- name: JWT_PUBLIC_KEY_FILE
+  value: /etc/sse-orders/jwt/jwt-public-key
+{{- end }}
+{{- if .Values.jwtJwksUrl }}
+- name: JWT_JWKS_URL
+  value: {{ .Values.jwtJwksUrl | quote }}
+- name: JWT_JWKS_REFRESH
+  value: {{ .Values.jwtJwksRefresh | quote }}
+{{- end }}
+{{- with .Values.jwtIssuer }}
+- name: JWT_ISSUER
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.jwtAudience }}
+- name: JWT_AUDIENCE
+  value: {{ . | quote }}
+{{- end }}
+- name: JWT_LEEWAY
+  value: {{ .Values.jwtLeeway | quote }}
+{{- end }}
+{{- with .Values.corsOrigins }}
+- name: CORS_ORIGINS
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: HEADER_READ_TIMEOUT
+  value: {{ .Values.headerReadTimeout | quote }}
+- name: IDLE_TIMEOUT
+  value: {{ .Values.idleTimeout | quote }}
+{{- end -}}
+
+{{/* Volumes and mounts of both services: the JWT public key file, when there is one. */}}
+{{- define "sse-orders.volumes" -}}
+{{- if include "sse-orders.jwt.publicKeyFile" . }}
+volumes:
+  - name: jwt
+    secret:
+      secretName: {{ if .Values.jwtPublicKey }}{{ include "sse-orders.jwt.secretName" . }}{{ else }}{{ .Values.jwtExistingSecret }}{{ end }}
+      items:
+        - key: jwt-public-key
+          path: jwt-public-key
+{{- end }}
+{{- end -}}
+
+{{- define "sse-orders.volumeMounts" -}}
+{{- if include "sse-orders.jwt.publicKeyFile" . }}
+volumeMounts:
+  - name: jwt
+    mountPath: /etc/sse-orders/jwt
+    readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/*
+Pod metadata of a service: labels (selector, common, podLabels) and annotations (podAnnotations,
+and checksums of the Secrets the pods read, so a changed key or Redis URL rolls them).
+Call with (dict "context" $ "component" "order-api").
+*/}}
+{{- define "sse-orders.podMetadata" -}}
+{{- $ := .context -}}
+labels:
+  {{- include "sse-orders.labels" . | nindent 2 }}
+  {{- with $.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  checksum/secrets: {{ printf "%s\n%s\n%s" (include (print $.Template.BasePath "/redis/secret.yaml") $) (include (print $.Template.BasePath "/jwt-secret.yaml") $) (include (print $.Template.BasePath "/redis/url-secret.yaml") $) | sha256sum }}
+  {{- with $.Values.podAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end -}}
 
 {{- define "sse-orders.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext -}}
 {{- end -}}
 
 {{- define "sse-orders.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-capabilities:
-  drop: ["ALL"]
+{{- toYaml .Values.containerSecurityContext -}}
 {{- end -}}
 
 {{/* Probes of both services: /readyz turns 503 while Redis is unreachable or the pod drains. */}}
@@ -150,20 +269,39 @@ livenessProbe:
   failureThreshold: 3
 {{- end -}}
 
+{{/*
+Scheduling of a service's pods: spread over nodes and zones (soft by default, so a one-node
+development cluster still schedules everything), then nodeSelector, tolerations, affinity.
+Call with (dict "context" $ "component" "order-api").
+*/}}
 {{- define "sse-orders.scheduling" -}}
-{{- with .Values.nodeSelector }}
+{{- $ := .context -}}
+{{- $component := .component -}}
+{{- $spread := $.Values.topologySpread -}}
+{{- if $spread.enabled }}
+topologySpreadConstraints:
+  {{- range $spread.topologyKeys }}
+  - maxSkew: {{ $spread.maxSkew }}
+    topologyKey: {{ . }}
+    whenUnsatisfiable: {{ $spread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "sse-orders.selectorLabels" (dict "context" $ "component" $component) | nindent 8 }}
+  {{- end }}
+{{- end }}
+{{- with $.Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with $.Values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with $.Values.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.imagePullSecrets }}
+{{- with $.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -220,6 +358,40 @@ Checks that fail early with a message naming the value to change, before anythin
 {{- end -}}
 {{- if and $component.autoscaling.enabled (gt (int $component.autoscaling.minReplicas) (int $component.autoscaling.maxReplicas)) -}}
 {{- $messages = append $messages (printf "%s.autoscaling: minReplicas is larger than maxReplicas" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .Values.auth "jwt" -}}
+{{- if not (or .Values.jwtSecret .Values.jwtExistingSecret .Values.jwtPublicKey .Values.jwtJwksUrl) -}}
+{{- $messages = append $messages "auth: jwt (the default) needs a key to verify tokens: set jwtSecret (HS256), jwtExistingSecret (a Secret with key jwt-secret, or jwt-public-key with jwtExistingSecretKey=jwt-public-key), jwtPublicKey (RS256/ES256 PEM) or jwtJwksUrl; or auth=none, for development only" -}}
+{{- end -}}
+{{- if and .Values.jwtSecret .Values.jwtExistingSecret -}}
+{{- $messages = append $messages "jwtSecret: set jwtSecret or jwtExistingSecret, not both" -}}
+{{- end -}}
+{{- if and .Values.jwtPublicKey .Values.jwtExistingSecret (eq .Values.jwtExistingSecretKey "jwt-public-key") -}}
+{{- $messages = append $messages "jwtPublicKey: set jwtPublicKey or jwtExistingSecret with key jwt-public-key, not both" -}}
+{{- end -}}
+{{- if and .Values.jwtPublicKey (not (contains "-----BEGIN" .Values.jwtPublicKey)) -}}
+{{- $messages = append $messages "jwtPublicKey: must be a PEM public key (-----BEGIN PUBLIC KEY-----...)" -}}
+{{- end -}}
+{{- if and .Values.jwtJwksUrl (not (regexMatch "^https?://" .Values.jwtJwksUrl)) -}}
+{{- $messages = append $messages "jwtJwksUrl: must be an http:// or https:// URL" -}}
+{{- end -}}
+{{- $_ := include "sse-orders.durationSeconds" (dict "value" .Values.jwtLeeway "name" "jwtLeeway") -}}
+{{- $_ := include "sse-orders.durationSeconds" (dict "value" .Values.jwtJwksRefresh "name" "jwtJwksRefresh") -}}
+{{- end -}}
+{{- range .Values.corsOrigins -}}
+{{- if not (regexMatch "^https?://[^/?#*,\\s]+$" .) -}}
+{{- $messages = append $messages (printf "corsOrigins: %q is not an exact origin such as https://shop.example.com or http://localhost:3000 (scheme://host[:port], no path, no wildcard)" .) -}}
+{{- end -}}
+{{- end -}}
+{{- range $key := list "headerReadTimeout" "idleTimeout" -}}
+{{- if eq (include "sse-orders.durationSeconds" (dict "value" (get $.Values $key) "name" $key)) "0" -}}
+{{- $messages = append $messages (printf "%s: must be longer than 0, or slow clients hold connections open forever" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.streamGateway.autoscaling.enabled .Values.streamGateway.autoscaling.connections.enabled -}}
+{{- if ge (int .Values.streamGateway.autoscaling.connections.averagePerPod) (int .Values.streamGateway.maxConnections) -}}
+{{- $messages = append $messages "streamGateway.autoscaling.connections.averagePerPod: must be below streamGateway.maxConnections, or pods refuse streams before the autoscaler adds one" -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}

@@ -9,12 +9,15 @@ use parking_lot::Mutex;
 use super::{EventLog, LogError, LogPage, Lost};
 use crate::domain::OrderCreated;
 use crate::frame::EncodedEvent;
+use crate::position::Epoch;
 use crate::position::{PositionClock, StreamPosition};
 use crate::ring::{EventRing, RingBounds};
 
 pub struct MemoryLog {
     /// The ring is the whole log: readers in this process read it directly.
     ring: Arc<EventRing>,
+    /// One history per process: a restarted process starts a new one.
+    epoch: Epoch,
     clock: Mutex<PositionClock>,
     now_ms: fn() -> u64,
 }
@@ -34,9 +37,14 @@ impl MemoryLog {
     pub fn with_clock(capacity: usize, max_age: Option<Duration>, now_ms: fn() -> u64) -> Self {
         Self {
             ring: Arc::new(EventRing::new(RingBounds { capacity, max_age }, StreamPosition::ZERO)),
+            epoch: Epoch::random(),
             clock: Mutex::new(PositionClock::default()),
             now_ms,
         }
+    }
+
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
     }
 
     pub fn ring(&self) -> Arc<EventRing> {
@@ -68,12 +76,19 @@ impl EventLog for MemoryLog {
     }
 
     async fn read_after(&self, after: StreamPosition, limit: usize) -> Result<LogPage, LogError> {
+        let cursor = self.ring.check(after);
         let (events, lost, floor) = self.ring.events_after(after, limit);
         let lost = lost.then(|| Lost {
             oldest: events.first().map(|e| e.position).or(self.ring.oldest()),
             through: floor,
         });
-        Ok(LogPage { events, lost })
+        Ok(LogPage {
+            events,
+            lost,
+            cursor,
+            epoch: Some(self.epoch.clone()),
+            trimmed_through: (floor != StreamPosition::ZERO).then_some(floor),
+        })
     }
 
     async fn follow(&self, after: StreamPosition, limit: usize, wait: Duration) -> Result<LogPage, LogError> {

@@ -6,39 +6,64 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use fred::clients::Client;
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
+use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::Value;
 use fred::types::config::Options;
 use parking_lot::Mutex;
 
-use super::{EventLog, LogError, LogPage, Lost};
+use super::{CursorCheck, EventLog, LogError, LogPage, Lost};
 use crate::domain::OrderCreated;
 use crate::frame::EncodedEvent;
-use crate::position::StreamPosition;
+use crate::position::{Epoch, StreamPosition};
 use crate::redis_client::{
-    Failure, LuaScript, RedisConnection, RedisSettings, RetentionSettings, StreamKeys, append_args, observed, position,
+    Failure, LuaScript, RedisConnection, RedisSettings, RetentionSettings, StreamKeys, append_args, position,
     retention_lua, text, wait_until_connected,
 };
 
 /// XADD one event and apply retention, unless Redis' clock is past the caller's deadline.
-/// KEYS: stream, trim marker. ARGV: deadline ms, max_len, max_age ms, data, customer, traceparent.
+/// KEYS: stream, trim marker, epoch. ARGV: deadline ms, max_len, max_age ms, data, customer,
+/// traceparent, epoch to record if the stream has none.
 static APPEND: LuaScript = LuaScript::new(concat!(
     retention_lua!(),
     r#"
 local now_ms = server_now_ms()
 if now_ms > tonumber(ARGV[1]) then return expired(now_ms) end
+ensure_epoch(KEYS[3], ARGV[7])
 local id = redis.call('XADD', KEYS[1], '*', unpack(event_fields(ARGV[4], ARGV[5], ARGV[6])))
 apply_retention(KEYS[1], KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms)
 return {'appended', id}
 "#
 ));
 
-/// The trim marker and the entries after a position, read atomically: read apart, a trim in
-/// between would either hide lost events or report a loss that did not happen.
-/// KEYS: stream, trim marker. ARGV: after id, count.
+/// The trim marker, the entries after a position, the epoch and whether the position is an
+/// entry of this stream (else the newest entry before it), read atomically: read apart, a trim
+/// or a failover in between would hide lost events or report a loss that did not happen.
+/// KEYS: stream, trim marker, epoch. ARGV: after id, count, '1' to read entries ('0': only
+/// check the position; `(` of the largest id is not a valid range start).
 static READ_AFTER: LuaScript = LuaScript::new(
     r#"
-return {redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
+local entries = false
+if ARGV[3] == '1' then
+  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+end
+local held = #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0
+local before = false
+if not held then
+  local newest = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 1)
+  if #newest > 0 then before = newest[1][1] end
+end
+return {redis.call('GET', KEYS[2]), entries, redis.call('GET', KEYS[3]), held and 1 or 0, before}
+"#,
+);
+
+/// Replaces the epoch unless someone else already did. KEYS: epoch. ARGV: the epoch seen ('' for
+/// none), the new one. Returns the epoch in force.
+static RENEW_EPOCH: LuaScript = LuaScript::new(
+    r#"
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return current end
+redis.call('SET', KEYS[1], ARGV[2])
+return ARGV[2]
 "#,
 );
 
@@ -83,6 +108,12 @@ impl RedisEventLog {
         })
     }
 
+    /// Counts this log's Redis operations in `metrics` (a private registry otherwise).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.redis.set_metrics(metrics);
+        self
+    }
+
     /// The retention `append` applies (none by default: a gateway only reads).
     pub fn with_retention(mut self, retention: RetentionSettings) -> Self {
         self.retention = retention;
@@ -93,61 +124,94 @@ impl RedisEventLog {
         self.redis.keys()
     }
 
-    /// One page after `after`, and how far it looked: past entries that were skipped as
-    /// malformed, so `follow` can wait beyond them instead of finding them again and again.
-    async fn read_page(&self, after: StreamPosition, limit: usize) -> Result<(LogPage, StreamPosition), LogError> {
+    /// Runs the read script after `after`; without `entries` it only checks the position.
+    async fn run_read(&self, after: StreamPosition, limit: usize, entries: bool) -> Result<ReadReply, LogError> {
         let keys = self.redis.keys();
-        let limit = limit.max(1);
-        let mut scan = after;
-        loop {
-            let reply = observed(
+        // Nothing can follow the largest id, and Redis refuses `(` of it as a range start.
+        let entries = entries && after != StreamPosition::MAX;
+        let reply = self
+            .redis
+            .observed(
                 "read_after",
                 READ_AFTER.run(
                     &self.redis,
-                    vec![keys.stream().to_owned(), keys.trimmed().to_owned()],
-                    vec![scan.to_string(), limit.to_string()],
+                    vec![
+                        keys.stream().to_owned(),
+                        keys.trimmed().to_owned(),
+                        keys.epoch().to_owned(),
+                    ],
+                    vec![
+                        after.to_string(),
+                        limit.max(1).to_string(),
+                        if entries { "1" } else { "0" }.to_owned(),
+                    ],
                 ),
             )
             .await
             .map_err(Failure::from)?;
-            let Value::Array(mut reply) = reply else {
-                return Err(malformed(format!("read script replied {reply:?}")));
-            };
-            if reply.len() != 2 {
-                return Err(malformed(format!("read script replied {reply:?}")));
+        let Value::Array(reply) = reply else {
+            return Err(malformed(format!("read script replied {reply:?}")));
+        };
+        let Ok([marker, entries, epoch, held, before]) = <[Value; 5]>::try_from(reply) else {
+            return Err(malformed("read script replied with the wrong number of values".into()));
+        };
+        let optional_position = |value: &Value| match value {
+            Value::Null => Ok(None),
+            value => position(value).map(Some),
+        };
+        let marker = optional_position(&marker)?;
+        let before = optional_position(&before)?;
+        let held = matches!(held, Value::Integer(1));
+        let epoch = text(&epoch).and_then(Epoch::from_stored);
+        let floor = marker.unwrap_or(StreamPosition::ZERO);
+        let cursor = if held || after == StreamPosition::ZERO || after <= floor {
+            CursorCheck::Held
+        } else {
+            CursorCheck::Missing {
+                resume_after: before.unwrap_or(StreamPosition::ZERO).max(floor),
             }
-            let entries = reply.pop().unwrap_or(Value::Null);
-            let marker = match reply.pop().unwrap_or(Value::Null) {
-                Value::Null => None,
-                value => Some(position(&value)?),
+        };
+        Ok(ReadReply {
+            marker,
+            entries,
+            epoch,
+            cursor,
+        })
+    }
+
+    /// One page after `after`, and how far it looked: past entries that were skipped as
+    /// malformed, so `follow` can wait beyond them instead of finding them again and again.
+    async fn read_page(&self, after: StreamPosition, limit: usize) -> Result<(LogPage, StreamPosition), LogError> {
+        let mut scan = after;
+        let mut checked = None;
+        loop {
+            let reply = self.run_read(scan, limit, true).await?;
+            // What the page says about `after` comes from the first read, the one made after it.
+            let (cursor, epoch) = checked
+                .get_or_insert_with(|| (reply.cursor, reply.epoch.clone()))
+                .clone();
+            let batch = self.decode_entries(reply.entries)?;
+            let page = |events, lost| LogPage {
+                events,
+                lost,
+                cursor,
+                epoch: epoch.clone(),
+                trimmed_through: reply.marker,
             };
-            let batch = self.decode_entries(entries)?;
             // Retention removes the oldest entries first, so a marker past `after` means events
             // after `after` are gone, and what the stream still holds starts with this batch.
-            if let Some(through) = marker.filter(|marker| *marker > after) {
+            if let Some(through) = reply.marker.filter(|marker| *marker > after) {
                 let lost = Lost {
                     oldest: batch.first_seen,
                     through,
                 };
                 let scanned = batch.last_seen.unwrap_or(scan);
-                return Ok((
-                    LogPage {
-                        events: batch.events,
-                        lost: Some(lost),
-                    },
-                    scanned,
-                ));
+                return Ok((page(batch.events, Some(lost)), scanned));
             }
             match batch.last_seen {
                 // Only malformed entries: look further rather than return a page that ends early.
                 Some(last) if batch.events.is_empty() => scan = last,
-                last => {
-                    let page = LogPage {
-                        events: batch.events,
-                        lost: None,
-                    };
-                    return Ok((page, last.unwrap_or(scan)));
-                }
+                last => return Ok((page(batch.events, None), last.unwrap_or(scan))),
             }
         }
     }
@@ -188,23 +252,6 @@ impl RedisEventLog {
         }
     }
 
-    /// The trim marker alone.
-    async fn trim_marker(&self) -> Result<Option<StreamPosition>, LogError> {
-        let reply = observed("trim_marker", async {
-            self.redis
-                .client()
-                .with_options(self.redis.options())
-                .get::<Value, _>(self.redis.keys().trimmed())
-                .await
-        })
-        .await
-        .map_err(Failure::from)?;
-        match reply {
-            Value::Null => Ok(None),
-            value => Ok(Some(position(&value)?)),
-        }
-    }
-
     /// `XREAD BLOCK` on the follower's connection. A timed-out block replies nil, which is read
     /// as a raw value: fred's typed helpers turn it into an error.
     async fn block_for_entries(&self, after: StreamPosition, limit: usize, wait: Duration) -> Result<Value, LogError> {
@@ -214,20 +261,29 @@ impl RedisEventLog {
             ..self.redis.options().clone()
         };
         let block_ms = (wait.as_millis() as u64).max(1);
-        let reply = observed("follow", async {
-            follower
-                .with_options(&options)
-                .xread::<Value, _, _>(
-                    Some(limit as u64),
-                    Some(block_ms),
-                    self.redis.keys().stream(),
-                    after.to_string(),
-                )
-                .await
-        })
-        .await;
+        let reply = self
+            .redis
+            .observed("follow", async {
+                follower
+                    .with_options(&options)
+                    .xread::<Value, _, _>(
+                        Some(limit as u64),
+                        Some(block_ms),
+                        self.redis.keys().stream(),
+                        after.to_string(),
+                    )
+                    .await
+            })
+            .await;
         reply.map_err(|e: FredError| Failure::from(e).into())
     }
+}
+
+struct ReadReply {
+    marker: Option<StreamPosition>,
+    entries: Value,
+    epoch: Option<Epoch>,
+    cursor: CursorCheck,
 }
 
 #[derive(Default)]
@@ -286,10 +342,19 @@ impl EventLog for RedisEventLog {
                 "append",
                 &APPEND,
                 self.redis.write_deadline(),
-                vec![keys.stream().to_owned(), keys.trimmed().to_owned()],
+                vec![
+                    keys.stream().to_owned(),
+                    keys.trimmed().to_owned(),
+                    keys.epoch().to_owned(),
+                ],
                 |deadline_ms| {
                     let mut args = append_args(deadline_ms, &self.retention);
-                    args.extend([event.payload.clone(), event.customer_id.clone(), traceparent.clone()]);
+                    args.extend([
+                        event.payload.clone(),
+                        event.customer_id.clone(),
+                        traceparent.clone(),
+                        Epoch::random().to_string(),
+                    ]);
                     args
                 },
             )
@@ -307,28 +372,36 @@ impl EventLog for RedisEventLog {
     async fn follow(&self, after: StreamPosition, limit: usize, wait: Duration) -> Result<LogPage, LogError> {
         let deadline = Instant::now() + wait;
         let (page, mut scan) = self.read_page(after, limit).await?;
-        if !page.events.is_empty() || page.lost.is_some() {
+        if !page.events.is_empty() || page.lost.is_some() || page.cursor != CursorCheck::Held {
             return Ok(page);
         }
+        // Nothing new: what the first read said about `after` still stands.
+        let quiet = page;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Ok(LogPage::default());
+                return Ok(quiet);
             }
             let entries = xread_entries(self.block_for_entries(scan, limit.max(1), remaining).await?)?;
             if matches!(entries, Value::Null) {
-                return Ok(LogPage::default());
+                return Ok(quiet);
             }
             let batch = self.decode_entries(entries)?;
             // Events appended and trimmed between the first read and the blocking read would be
-            // skipped silently by the latter; the marker says whether that happened.
-            if self.trim_marker().await?.is_some_and(|marker| marker > after) {
+            // skipped silently by the latter; the marker says whether that happened. A failover
+            // in between would put the entries on another history: the check of `after` on the
+            // node that answers now says whether that happened.
+            let check = self.run_read(after, limit, false).await?;
+            if check.marker.is_some_and(|marker| marker > after) || check.cursor != CursorCheck::Held {
                 return self.read_after(after, limit).await;
             }
             if !batch.events.is_empty() {
                 return Ok(LogPage {
                     events: batch.events,
                     lost: None,
+                    cursor: check.cursor,
+                    epoch: check.epoch,
+                    trimmed_through: check.marker,
                 });
             }
             scan = batch.last_seen.unwrap_or(scan);
@@ -336,25 +409,49 @@ impl EventLog for RedisEventLog {
     }
 
     async fn last_position(&self) -> Result<StreamPosition, LogError> {
-        let reply = observed(
-            "last_position",
-            LAST_POSITION.run(&self.redis, vec![self.redis.keys().stream().to_owned()], vec![]),
-        )
-        .await
-        .map_err(Failure::from)?;
+        let reply = self
+            .redis
+            .observed(
+                "last_position",
+                LAST_POSITION.run(&self.redis, vec![self.redis.keys().stream().to_owned()], vec![]),
+            )
+            .await
+            .map_err(Failure::from)?;
         match reply {
             Value::Null => Ok(StreamPosition::ZERO),
             value => Ok(position(&value)?),
         }
     }
 
+    async fn renew_epoch(&self, seen: Option<&Epoch>) -> Result<Option<Epoch>, LogError> {
+        let fresh = Epoch::random();
+        let reply = self
+            .redis
+            .observed(
+                "renew_epoch",
+                RENEW_EPOCH.run(
+                    &self.redis,
+                    vec![self.redis.keys().epoch().to_owned()],
+                    vec![
+                        seen.map_or(String::new(), |e| e.as_str().to_owned()),
+                        fresh.as_str().to_owned(),
+                    ],
+                ),
+            )
+            .await
+            .map_err(Failure::from)?;
+        Ok(text(&reply).and_then(Epoch::from_stored))
+    }
+
     async fn now_ms(&self) -> Result<u64, LogError> {
-        let reply = observed(
-            "time",
-            SERVER_TIME.run(&self.redis, vec![self.redis.keys().stream().to_owned()], vec![]),
-        )
-        .await
-        .map_err(Failure::from)?;
+        let reply = self
+            .redis
+            .observed(
+                "time",
+                SERVER_TIME.run(&self.redis, vec![self.redis.keys().stream().to_owned()], vec![]),
+            )
+            .await
+            .map_err(Failure::from)?;
         let parts: Option<Vec<u64>> = match &reply {
             Value::Array(parts) => parts
                 .iter()

@@ -17,15 +17,18 @@ pub struct MemoryOrderStore {
     capacity: usize,
 }
 
+/// An idempotency key within its customer's scope.
+type ScopedKey = (String, String);
+
 #[derive(Default)]
 struct State {
     orders: HashMap<Uuid, CreatedOrder>,
     /// Insertion order, to forget the oldest orders past `capacity`.
     order_ids: VecDeque<Uuid>,
-    /// Idempotency key → (request fingerprint, order id).
-    keys: HashMap<String, (String, Uuid)>,
+    /// (customer, idempotency key) → (request fingerprint, order id).
+    keys: HashMap<ScopedKey, (String, Uuid)>,
     /// Order id → its idempotency key, to forget both together.
-    key_of: HashMap<Uuid, String>,
+    key_of: HashMap<Uuid, ScopedKey>,
 }
 
 impl MemoryOrderStore {
@@ -44,8 +47,14 @@ impl OrderStore for MemoryOrderStore {
     async fn create(&self, new: NewOrder) -> Result<CreateOutcome, StoreError> {
         // One lock around check, append and insert makes the three one atomic step.
         let mut state = self.state.lock();
-        if let Some((key, fingerprint)) = &new.idempotency {
-            if let Some((seen, order_id)) = state.keys.get(key.as_str()) {
+        let scoped = new.idempotency.as_ref().map(|(key, fingerprint)| {
+            (
+                (new.order.customer_id.clone(), key.as_str().to_owned()),
+                fingerprint.clone(),
+            )
+        });
+        if let Some((key, fingerprint)) = &scoped {
+            if let Some((seen, order_id)) = state.keys.get(key) {
                 if seen != fingerprint {
                     return Err(StoreError::IdempotencyConflict);
                 }
@@ -62,9 +71,9 @@ impl OrderStore for MemoryOrderStore {
         let id = created.order.order_id;
         state.orders.insert(id, created.clone());
         state.order_ids.push_back(id);
-        if let Some((key, fingerprint)) = new.idempotency {
-            state.keys.insert(key.as_str().to_owned(), (fingerprint, id));
-            state.key_of.insert(id, key.as_str().to_owned());
+        if let Some((key, fingerprint)) = scoped {
+            state.keys.insert(key.clone(), (fingerprint, id));
+            state.key_of.insert(id, key);
         }
         while state.order_ids.len() > self.capacity {
             if let Some(old) = state.order_ids.pop_front() {
@@ -87,5 +96,55 @@ impl OrderStore for MemoryOrderStore {
 
     fn backend(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::domain::{Order, OrderCreated, OrderRequest};
+    use crate::order_store::{IdempotencyKey, request_fingerprint};
+
+    fn new_order(customer: &str, sku: &str, key: &str) -> NewOrder {
+        let request = OrderRequest::parse(&json!({
+            "customerId": customer, "currency": "EUR", "items": [{"sku": sku, "quantity": 1, "unitPrice": 1}]
+        }))
+        .unwrap();
+        let order = Order::create(&request, OffsetDateTime::now_utc());
+        NewOrder {
+            event: OrderCreated::of(&order, None),
+            idempotency: Some((IdempotencyKey::parse(key).unwrap(), request_fingerprint(&request))),
+            order,
+        }
+    }
+
+    #[tokio::test]
+    async fn another_customers_key_neither_conflicts_nor_replays() {
+        let store = MemoryOrderStore::new(Arc::new(MemoryLog::new(100, None)), 100);
+        let Ok(CreateOutcome::Created(mine)) = store.create(new_order("alice", "A", "k")).await else {
+            panic!("created");
+        };
+        // Same key, other customer, other order: a new order of its own.
+        let Ok(CreateOutcome::Created(theirs)) = store.create(new_order("bob", "B", "k")).await else {
+            panic!("another customer's key is another key");
+        };
+        assert_ne!(mine.order.order_id, theirs.order.order_id);
+        // Same key, other customer, same lines: still not the first customer's order.
+        let Ok(CreateOutcome::Created(third)) = store.create(new_order("carol", "A", "k")).await else {
+            panic!("another customer's key is another key");
+        };
+        assert_ne!(third.order.order_id, mine.order.order_id);
+        // Within one customer the key still replays and conflicts.
+        let Ok(CreateOutcome::Replayed(again)) = store.create(new_order("alice", "A", "k")).await else {
+            panic!("replayed");
+        };
+        assert_eq!(again, mine);
+        assert!(matches!(
+            store.create(new_order("alice", "Z", "k")).await,
+            Err(StoreError::IdempotencyConflict)
+        ));
     }
 }

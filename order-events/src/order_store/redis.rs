@@ -10,15 +10,17 @@ use uuid::Uuid;
 
 use super::{CreateOutcome, NewOrder, OrderStore, StoreError};
 use crate::domain::{CreatedOrder, Order};
+use crate::position::Epoch;
 use crate::redis_client::{
-    Failure, LuaScript, RedisConnection, RedisSettings, RetentionSettings, StreamKeys, append_args, observed, position,
+    Failure, LuaScript, RedisConnection, RedisSettings, RetentionSettings, StreamKeys, append_args, position,
     retention_lua, text,
 };
 
 /// KEYS: stream, trim marker, the new order's hash, the idempotency record (only touched when
-/// ARGV[7] is '1', but always named so that a cluster routes every key to one slot).
+/// ARGV[7] is '1', but always named so that a cluster routes every key to one slot), epoch.
 /// ARGV: deadline ms, max_len, max_age ms, order JSON, customer, traceparent, use key ('1'/'0'),
-/// fingerprint, idempotency TTL ms (0 = no expiry), order id, order key prefix.
+/// fingerprint, idempotency TTL ms (0 = no expiry), order id, order key prefix, epoch to record
+/// if the stream has none.
 ///
 /// A replay reads the original order's hash, whose name is built here from its id: it shares the
 /// stream key's hash tag, so it lives on the script's slot (cluster URLs require the tag).
@@ -37,6 +39,7 @@ if ARGV[7] == '1' then
     -- The original order is gone (deleted by hand): this request creates it anew.
   end
 end
+ensure_epoch(KEYS[5], ARGV[12])
 local id = redis.call('XADD', KEYS[1], '*', unpack(event_fields(ARGV[4], ARGV[5], ARGV[6])))
 redis.call('HSET', KEYS[3], 'order', ARGV[4], 'eventId', id)
 if ARGV[7] == '1' then
@@ -66,6 +69,12 @@ impl RedisOrderStore {
         Ok(Self { redis, retention })
     }
 
+    /// Counts this store's Redis operations in `metrics` (a private registry otherwise).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.redis.set_metrics(metrics);
+        self
+    }
+
     pub fn keys(&self) -> &StreamKeys {
         self.redis.keys()
     }
@@ -78,9 +87,12 @@ impl RedisOrderStore {
         let keys = self.redis.keys();
         let order_id = new.order.order_id;
         let (idempotency_key, fingerprint) = match &new.idempotency {
-            Some((key, fingerprint)) => (keys.idempotency(key.as_str()), fingerprint.clone()),
+            Some((key, fingerprint)) => (
+                keys.idempotency(&new.order.customer_id, key.as_str()),
+                fingerprint.clone(),
+            ),
             // Never touched; named so that every key of the call hashes to the stream's slot.
-            None => (keys.idempotency(""), String::new()),
+            None => (keys.idempotency("", ""), String::new()),
         };
         let idempotency_ttl_ms = (self.retention.idempotency_ttl.as_millis() as u64).to_string();
         let script_keys = vec![
@@ -88,6 +100,7 @@ impl RedisOrderStore {
             keys.trimmed().to_owned(),
             keys.order(order_id),
             idempotency_key,
+            keys.epoch().to_owned(),
         ];
         let reply = self
             .redis
@@ -102,6 +115,7 @@ impl RedisOrderStore {
                     idempotency_ttl_ms.clone(),
                     order_id.to_string(),
                     keys.order_prefix().to_owned(),
+                    Epoch::random().to_string(),
                 ]);
                 args
             })
@@ -143,15 +157,17 @@ impl OrderStore for RedisOrderStore {
 
     async fn get(&self, id: Uuid) -> Result<Option<CreatedOrder>, StoreError> {
         let key = self.redis.keys().order(id);
-        let reply = observed("get_order", async {
-            self.redis
-                .client()
-                .with_options(self.redis.options())
-                .hmget::<Value, _, _>(key, vec!["order", "eventId"])
-                .await
-        })
-        .await
-        .map_err(Failure::from)?;
+        let reply = self
+            .redis
+            .observed("get_order", async {
+                self.redis
+                    .client()
+                    .with_options(self.redis.options())
+                    .hmget::<Value, _, _>(key, vec!["order", "eventId"])
+                    .await
+            })
+            .await
+            .map_err(Failure::from)?;
         match reply {
             Value::Array(fields) => match fields.as_slice() {
                 [Value::Null, _] => Ok(None),

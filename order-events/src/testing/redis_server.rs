@@ -1,5 +1,4 @@
 //! A private `redis-server` per test, on a free port, that a test can stop and start again.
-//! test can stop and start again.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     append_only: bool,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -42,13 +42,23 @@ impl RedisServer {
         Self::start_with(true)
     }
 
+    /// Starts a server without persistence and with extra configuration (`--replicaof ...`).
+    pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_configured(false, args)
+    }
+
     fn start_with(append_only: bool) -> Self {
+        Self::start_configured(append_only, &[])
+    }
+
+    fn start_configured(append_only: bool, args: &[&str]) -> Self {
         let dir = unique_dir();
         for _ in 0..5 {
             let mut server = Self {
                 port: free_port(),
                 dir: dir.clone(),
                 append_only,
+                extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
                 child: None,
             };
             if server.spawn().is_ok() {
@@ -64,6 +74,7 @@ impl RedisServer {
             .args(["--appendonly", if self.append_only { "yes" } else { "no" }])
             .args(["--appendfsync", "always", "--dir"])
             .arg(&self.dir)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

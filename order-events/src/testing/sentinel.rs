@@ -26,6 +26,23 @@ impl Sentinel {
 
     /// Starts a sentinel monitoring the primary on `primary_port` and waits until it names it.
     pub fn start(primary_port: u16) -> Sentinel {
+        Self::start_with(primary_port, "")
+    }
+
+    /// Like [`Sentinel::start`], declaring the primary down after `down_after` without an answer
+    /// and failing over to a replica at once.
+    pub fn start_failing_over_after(primary_port: u16, down_after: Duration) -> Sentinel {
+        let ms = down_after.as_millis();
+        Self::start_with(
+            primary_port,
+            &format!(
+                "sentinel down-after-milliseconds mymaster {ms}\nsentinel failover-timeout mymaster {}\n",
+                (ms * 4).max(2000)
+            ),
+        )
+    }
+
+    fn start_with(primary_port: u16, extra_config: &str) -> Sentinel {
         let dir = std::env::temp_dir().join(format!("sse-orders-sentinel-{}-{primary_port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("sentinel directory");
@@ -36,7 +53,7 @@ impl Sentinel {
             std::fs::write(
                 &config,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {primary_port} 1\n",
+                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {primary_port} 1\n{extra_config}",
                     dir.display()
                 ),
             )
@@ -77,6 +94,22 @@ impl Sentinel {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Runs one command against the sentinel through `redis-cli`.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// The port of the server the sentinel currently names as primary.
+    pub fn primary_port(&self) -> Option<u16> {
+        let reply = self.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"]);
+        reply.lines().nth(1)?.trim().parse().ok()
     }
 
     /// The URL fred connects through: the sentinel's address and the service name.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use order_events::StreamPosition;
 use order_events::event_log::memory::MemoryLog;
 use order_events::event_log::redis::RedisEventLog;
-use order_events::event_log::{EventLog, LogPage, Lost};
+use order_events::event_log::{CursorCheck, EventLog, LogPage, Lost};
 use order_events::frame::EncodedEvent;
 use order_events::redis_client::RedisSettings;
 
@@ -207,6 +207,64 @@ pub async fn a_cursor_at_the_last_trimmed_event_lost_nothing(backend: &dyn LogBa
     assert_eq!(log.last_position().await.unwrap(), p[4]);
 }
 
+pub async fn the_log_tells_its_own_positions_from_foreign_ones(backend: &dyn LogBackend) {
+    let log = backend.log(None).await;
+    let p = append_all(&*log, 3).await;
+    for held in [StreamPosition::ZERO, p[0], p[1], p[2]] {
+        let page = log.read_after(held, 10).await.unwrap();
+        assert_eq!(page.cursor, CursorCheck::Held, "cursor {held}");
+    }
+    // Before the first event, an id this history never issued: nothing is shared.
+    let foreign = StreamPosition::new(p[0].ms - 1, 7);
+    let page = log.read_after(foreign, 10).await.unwrap();
+    assert_eq!(
+        page.cursor,
+        CursorCheck::Missing {
+            resume_after: StreamPosition::ZERO
+        }
+    );
+    assert_eq!(positions_of(&page), p);
+    // Past the end, and at the largest id there is.
+    for ahead in [StreamPosition::new(99_999_999_999_999, 0), StreamPosition::MAX] {
+        let page = log.read_after(ahead, 10).await.unwrap();
+        assert_eq!(
+            page.cursor,
+            CursorCheck::Missing { resume_after: p[2] },
+            "cursor {ahead}"
+        );
+        assert!(page.events.is_empty());
+        let page = log.follow(ahead, 10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(
+            page.cursor,
+            CursorCheck::Missing { resume_after: p[2] },
+            "follow {ahead}"
+        );
+    }
+}
+
+pub async fn every_read_names_the_epoch_and_it_stays_put(backend: &dyn LogBackend) {
+    let log = backend.log(None).await;
+    append_all(&*log, 2).await;
+    let first = log.read_after(StreamPosition::ZERO, 10).await.unwrap().epoch;
+    assert!(first.is_some(), "a log with events has an epoch");
+    append_all(&*log, 2).await;
+    let page = log
+        .follow(StreamPosition::ZERO, 10, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(page.epoch, first);
+}
+
+pub async fn a_trimmed_cursor_is_its_own_and_reports_the_marker(backend: &dyn LogBackend) {
+    let log = backend.log(Some(3)).await;
+    let p = append_all(&*log, 8).await;
+    let page = log.read_after(p[0], 10).await.unwrap();
+    assert_eq!(page.cursor, CursorCheck::Held);
+    assert!(page.lost.is_some());
+    let marker = page.trimmed_through.expect("a trimmed log reports its marker");
+    assert!(marker >= p[0] && marker < p[7], "{marker}");
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -240,4 +298,7 @@ conformance!(
     follow_returns_an_empty_page_when_nothing_arrives,
     a_cursor_behind_retention_learns_what_was_lost,
     a_cursor_at_the_last_trimmed_event_lost_nothing,
+    the_log_tells_its_own_positions_from_foreign_ones,
+    every_read_names_the_epoch_and_it_stays_put,
+    a_trimmed_cursor_is_its_own_and_reports_the_marker,
 );

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use order_events::StreamPosition;
-use order_events::event_log::EventLog;
 use order_events::event_log::redis::RedisEventLog;
+use order_events::event_log::{CursorCheck, EventLog};
 use order_events::redis_client::RetentionSettings;
 
 use crate::helpers::{RedisServer, cli_bytes, event, eventually, keep_last, settings};
@@ -89,12 +89,12 @@ async fn age_retention_trims_by_the_redis_clock() {
 }
 
 #[tokio::test]
-async fn follow_goes_on_after_the_stream_key_is_deleted() {
+async fn follow_reports_a_deleted_stream_key_as_a_lost_history_and_goes_on() {
     let server = RedisServer::start();
     let log = connect(&server, RetentionSettings::default()).await;
     let last = log.append(event("c", 0)).await.unwrap();
 
-    // Once while the follower is blocked on the key...
+    // Once while the follower may be blocked on the key...
     let follower = tokio::spawn({
         let log = log.clone();
         async move { log.follow(last, 10, Duration::from_secs(20)).await }
@@ -107,6 +107,19 @@ async fn follow_goes_on_after_the_stream_key_is_deleted() {
         .unwrap()
         .unwrap()
         .unwrap();
+    // The follower learns that its position is gone, whether it was blocked when that happened
+    // (it then also has the new event) or read after it.
+    assert_eq!(
+        page.cursor,
+        CursorCheck::Missing {
+            resume_after: StreamPosition::ZERO
+        }
+    );
+    assert!(page.events.iter().all(|e| e.position == next));
+    let page = log
+        .follow(StreamPosition::ZERO, 10, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(page.events.iter().map(|e| e.position).collect::<Vec<_>>(), [next]);
 
     // ...and once before it starts.
@@ -115,6 +128,12 @@ async fn follow_goes_on_after_the_stream_key_is_deleted() {
     wait_for_clock_past(&log, next).await;
     let after = log.append(event("c", 2)).await.unwrap();
     let page = log.follow(next, 10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        page.cursor,
+        CursorCheck::Missing {
+            resume_after: StreamPosition::ZERO
+        }
+    );
     assert_eq!(page.events.iter().map(|e| e.position).collect::<Vec<_>>(), [after]);
 }
 
@@ -123,6 +142,8 @@ async fn follow_goes_on_after_a_restart_without_persistence() {
     let mut server = RedisServer::start();
     let log = connect(&server, RetentionSettings::default()).await;
     let before = log.append(event("c", 0)).await.unwrap();
+    let old_epoch = log.read_after(StreamPosition::ZERO, 1).await.unwrap().epoch;
+    assert!(old_epoch.is_some());
     server.stop();
     server.restart();
     assert_eq!(server.cli(&["EXISTS", "{orders}:events"]), "0");
@@ -136,7 +157,17 @@ async fn follow_goes_on_after_a_restart_without_persistence() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let delivered = loop {
         match log.follow(before, 10, Duration::from_millis(500)).await {
-            Ok(page) if !page.events.is_empty() => break page.events.iter().map(|e| e.position).collect::<Vec<_>>(),
+            Ok(page) if !page.events.is_empty() => {
+                // The new stream is another history: the old position is not in it.
+                assert_eq!(
+                    page.cursor,
+                    CursorCheck::Missing {
+                        resume_after: StreamPosition::ZERO
+                    }
+                );
+                assert!(page.epoch.is_some() && page.epoch != old_epoch, "a new epoch");
+                break page.events.iter().map(|e| e.position).collect::<Vec<_>>();
+            }
             Ok(_) => {}
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }

@@ -93,6 +93,26 @@ async fn the_same_key_with_another_request_is_a_conflict() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_belongs_to_the_orders_customer() {
+    let server = RedisServer::start();
+    let store = store(&server, RetentionSettings::default()).await;
+    let CreateOutcome::Created(mine) = store.create(new_order("c-1", "SKU-1", Some("key-1"))).await.unwrap() else {
+        panic!("created");
+    };
+    // Another customer with the same key and the same lines: its own new order, no conflict.
+    let CreateOutcome::Created(theirs) = store.create(new_order("c-2", "SKU-1", Some("key-1"))).await.unwrap() else {
+        panic!("another customer's key is another key");
+    };
+    assert_ne!(theirs.order.order_id, mine.order.order_id);
+    // And with other lines: no conflict either (a conflict would tell that the key exists).
+    let other = store.create(new_order("c-3", "SKU-9", Some("key-1"))).await.unwrap();
+    assert!(matches!(other, CreateOutcome::Created(_)), "{other:?}");
+    assert_eq!(server.cli(&["XLEN", "{orders}:events"]), "3");
+    let replay = store.create(new_order("c-1", "SKU-1", Some("key-1"))).await.unwrap();
+    assert_eq!(replay, CreateOutcome::Replayed(mine));
+}
+
+#[tokio::test]
 async fn an_idempotency_key_is_forgotten_after_its_ttl() {
     let server = RedisServer::start();
     let retention = RetentionSettings {
@@ -101,10 +121,13 @@ async fn an_idempotency_key_is_forgotten_after_its_ttl() {
     };
     let store = store(&server, retention).await;
     store.create(new_order("c-1", "SKU-1", Some("key-1"))).await.unwrap();
-    let ttl: i64 = server.cli(&["PTTL", "{orders}:events:idem:key-1"]).parse().unwrap();
+    let ttl: i64 = server
+        .cli(&["PTTL", "{orders}:events:idem:3:c-1:key-1"])
+        .parse()
+        .unwrap();
     assert!(ttl > 0 && ttl <= 200, "{ttl}");
     eventually(Duration::from_secs(5), "the key expires", || async {
-        server.cli(&["EXISTS", "{orders}:events:idem:key-1"]) == "0"
+        server.cli(&["EXISTS", "{orders}:events:idem:3:c-1:key-1"]) == "0"
     })
     .await;
     let again = store.create(new_order("c-1", "SKU-1", Some("key-1"))).await.unwrap();
@@ -121,7 +144,7 @@ async fn a_create_whose_deadline_has_passed_writes_nothing() {
         .await;
     assert!(matches!(late, Err(StoreError::Timeout)), "{late:?}");
     assert_eq!(server.cli(&["EXISTS", "{orders}:events"]), "0");
-    assert_eq!(server.cli(&["EXISTS", "{orders}:events:idem:key-1"]), "0");
+    assert_eq!(server.cli(&["EXISTS", "{orders}:events:idem:3:c-1:key-1"]), "0");
     assert!(order_keys(&server).is_empty());
     assert_eq!(store.get(new.order.order_id).await.unwrap(), None);
 }
@@ -179,7 +202,7 @@ async fn while_redis_is_down_creates_fail_fast_and_never_appear_later() {
     .await;
     assert_eq!(store.get(failed.order.order_id).await.unwrap(), None);
     assert_eq!(server.cli(&["XLEN", "{orders}:events"]), "1");
-    assert_eq!(server.cli(&["EXISTS", "{orders}:events:idem:key-down"]), "0");
+    assert_eq!(server.cli(&["EXISTS", "{orders}:events:idem:3:c-1:key-down"]), "0");
     // And the store works again, the restart having flushed its scripts.
     let after = store.create(new_order("c-1", "SKU-3", None)).await.unwrap();
     assert!(matches!(after, CreateOutcome::Created(_)));

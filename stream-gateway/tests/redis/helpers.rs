@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 use order_events::shutdown::Lifecycle;
-pub use order_events::testing::{RedisServer, Sentinel, Sse, SseClient, eventually};
+pub use order_events::testing::{RedisServer, Sentinel, Sse, SseClient, eventually, post_order};
 use serde_json::{Value, json};
 
 /// A stream-gateway process.
@@ -167,16 +167,10 @@ pub async fn wait_ready(client: &reqwest::Client, gateway: &Gateway) {
 }
 
 impl OrderApi {
-    /// POSTs an order for `sku`, asserts 201 and returns the body.
+    /// POSTs an order for `sku` as a real client does (a 503 is retried with the same
+    /// `Idempotency-Key`) and returns the created order.
     pub async fn create(&self, client: &reqwest::Client, sku: &str) -> Value {
-        let response = client
-            .post(self.url("/api/order"))
-            .json(&order_body("c", sku))
-            .send()
-            .await
-            .expect("POST");
-        assert_eq!(response.status(), 201, "POST /api/order");
-        response.json().await.expect("JSON body")
+        post_order(client, &self.url("/api/order"), &order_body("c", sku)).await
     }
 
     /// Like [`OrderApi::create`], returning the event id.
