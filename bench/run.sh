@@ -8,8 +8,12 @@
 # Environment:
 #   BENCH_QUICK=1          short runs, N divided by 5
 #   BENCH_DURATION=20s     publishing time of the fan-out scenarios (overload: a quarter of it)
-#   BENCH_SERVERS="..."    subset of: ours ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum
+#   BENCH_SERVERS="..."    subset of: ours ours-jwt ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum
 #   BENCH_SCENARIOS="..."  subset of: fanout-1k-50 fanout-1k-100 fanout-10k-5 idle-10k overload-10k-100 overload-10k-1000 order-api
+#                          scoped-10k-50 fanout-10k-50 fanout-10-50 (only for ours and ours-jwt:
+#                          10,000 streams at 50 orders/s spread over 1,000 customers, 10,000
+#                          unfiltered streams, and 10 unfiltered streams: as many deliveries per
+#                          order as the scoped run)
 #   BENCH_RESULTS=dir      where to write (default bench/results)
 #   BENCH_SERVER_CPU=0 BENCH_LOADGEN_CPU=1   cores for taskset
 #   BENCH_SKIP_BUILD=1     use the release binaries already built
@@ -28,8 +32,10 @@ BIN=$TARGET/release
 QUICK=${BENCH_QUICK:-0}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOADGEN_CPU=${BENCH_LOADGEN_CPU:-1}
-ALL_SERVERS="ours ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum"
-ALL_SCENARIOS="fanout-1k-50 fanout-1k-100 fanout-10k-5 idle-10k overload-10k-100 overload-10k-1000 order-api"
+ALL_SERVERS="ours ours-jwt ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum"
+ALL_SCENARIOS="fanout-1k-50 fanout-1k-100 fanout-10k-5 idle-10k overload-10k-100 overload-10k-1000 order-api scoped-10k-50 fanout-10k-50 fanout-10-50"
+# ours-jwt: the combined binary with --auth jwt; loadgen signs its tokens with this secret.
+JWT_SECRET=bench-only-secret-bench-only-secret-0123
 SERVERS=${BENCH_SERVERS:-$ALL_SERVERS}
 SCENARIOS=${BENCH_SCENARIOS:-$ALL_SCENARIOS}
 if [[ $QUICK == 1 ]]; then
@@ -90,7 +96,7 @@ build() {
 
 have_server() {
     case $1 in
-        ours) [[ -x $BIN/sse-orders ]] ;;
+        ours|ours-jwt) [[ -x $BIN/sse-orders ]] ;;
         ours-redis-*) [[ -x $BIN/order-api && -x $BIN/stream-gateway ]] ;;
         *) true ;;
     esac
@@ -201,22 +207,24 @@ start_server() {
     SERVER_PIDS=()
     export RUST_LOG=warn
     case $name in
-        ours)
-            start_pinned ours "$BIN/sse-orders" --listen "127.0.0.1:$PORT_OURS" --replay-window 0s \
+        ours|ours-jwt)
+            local auth=(--auth none)
+            [[ $name == ours-jwt ]] && auth=(--auth jwt --jwt-secret "$JWT_SECRET")
+            start_pinned "$name" "$BIN/sse-orders" --listen "127.0.0.1:$PORT_OURS" --replay-window 0s \
                 --max-connections 10000 --listen-backlog 4096 --log-capacity 1000000 \
-                --drain-delay 0s --shutdown-grace 2s
+                --drain-delay 0s --shutdown-grace 2s "${auth[@]}"
             SERVER_PIDS=("$LAST_PID"); wait_port $PORT_OURS "$LAST_PID" ours || return 1
             SUB_URL="http://127.0.0.1:$PORT_OURS/api/order/stream"
             PUB_URL="http://127.0.0.1:$PORT_OURS/api/order"; PUB_MODE=order ;;
         ours-redis-hub|ours-redis-poll)
             flush_redis
             start_pinned order-api "$BIN/order-api" --listen "127.0.0.1:$PORT_API" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
-                --drain-delay 0s --shutdown-grace 2s
+                --drain-delay 0s --shutdown-grace 2s --auth none
             SERVER_PIDS=("$LAST_PID")
             wait_port $PORT_API "$LAST_PID" order-api || return 1
             start_pinned gateway "$BIN/stream-gateway" --listen "127.0.0.1:$PORT_GATEWAY" \
                 --redis-url "redis://127.0.0.1:$REDIS_PORT" --delivery "${name#ours-redis-}" --replay-window 0s \
-                --max-connections 10000 --listen-backlog 4096 --drain-delay 0s --shutdown-grace 2s
+                --max-connections 10000 --listen-backlog 4096 --drain-delay 0s --shutdown-grace 2s --auth none
             SERVER_PIDS+=("$LAST_PID" "$REDIS_PID"); wait_port $PORT_GATEWAY "$LAST_PID" gateway || return 1
             SUB_URL="http://127.0.0.1:$PORT_GATEWAY/api/order/stream"
             PUB_URL="http://127.0.0.1:$PORT_API/api/order"; PUB_MODE=order ;;
@@ -298,12 +306,19 @@ run_scenario() {
         idle-10k) n=10000 rate=0 ;;
         overload-10k-100) n=10000 rate=100 ;;
         overload-10k-1000) n=10000 rate=1000 ;;
+        fanout-10k-50) n=10000 rate=50 ;;
+        # As many deliveries per order as scoped-10k-50 (10), from 10 unfiltered streams.
+        fanout-10-50) n=10 rate=50 ;;
+        # The same load with each stream confined to one of 1,000 customers (its token with
+        # ours-jwt, ?customerId= with ours) and the orders spread over them in turn.
+        scoped-10k-50) n=10000 rate=50 publish_args=(--customers $((1000 / SCALE))) ;;
     esac
+    [[ $server == ours-jwt ]] && publish_args+=(--jwt-secret "$JWT_SECRET")
     n=$((n / SCALE))
     if [[ $rate == 0 ]]; then
-        publish_args=(--publish none --duration "$HOLD")
+        publish_args+=(--publish none --duration "$HOLD")
     else
-        publish_args=(--publish "$PUB_MODE" --publish-url "$PUB_URL" --rate "$rate" --drain-timeout "$DRAIN")
+        publish_args+=(--publish "$PUB_MODE" --publish-url "$PUB_URL" --rate "$rate" --drain-timeout "$DRAIN")
         if [[ $scenario == overload-* ]]; then
             publish_args+=(--duration "$OVERLOAD_DURATION" --max-outstanding $OVERLOAD_OUTSTANDING)
         else
@@ -392,6 +407,10 @@ main() {
         if [[ $scenario == order-api ]]; then run_api_ladder; continue; fi
         for server in $SERVERS; do
             have_server "$server" || { log "skipping $server: not built"; continue; }
+            # Customer-scoped and 50/s-at-10k runs compare sse-orders with itself.
+            local own=0; [[ $scenario == scoped-* || $scenario == fanout-10k-50 || $scenario == fanout-10-50 ]] && own=1
+            [[ $own == 1 && $server != ours && $server != ours-jwt ]] && continue
+            [[ $own == 0 && $server == ours-jwt ]] && continue
             run_with_retry "$scenario" "$server"
         done
     done

@@ -3,11 +3,15 @@
 
 use clap::Parser;
 use order_events::shutdown::Lifecycle;
-use sse_orders::{Application, Config};
+use sse_orders::{Application, Command, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Some(Command::Token(token)) = &config.command {
+        println!("{}", token.mint()?);
+        return Ok(());
+    }
     let _telemetry = order_events::telemetry::init(&config.telemetry, "sse-orders")?;
     let lifecycle = Lifecycle::new();
     let app = Application::build(&config, lifecycle.clone()).await?;

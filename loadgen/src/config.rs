@@ -175,6 +175,18 @@ pub struct RunConfig {
     #[serde(with = "duration_secs")]
     pub drain_timeout: Duration,
 
+    /// Spread streams and orders over this many customers: connection `i` reads only customer
+    /// `c{i % N}`'s orders (by `?customerId=`, or by its token with --jwt-secret) and order
+    /// `s` is for customer `c{s % N}`. 0: unfiltered streams, every order for one customer.
+    #[arg(long, env = "LOADGEN_CUSTOMERS", default_value_t = 0)]
+    pub customers: u32,
+
+    /// HS256 secret of the server under test (its --jwt-secret): streams and POSTs carry
+    /// tokens signed with it (a customer's token with --customers, else orders:read:all).
+    #[arg(long, env = "LOADGEN_JWT_SECRET", hide_env_values = true)]
+    #[serde(skip)]
+    pub jwt_secret: Option<String>,
+
     /// Process id of the server to sample (RSS from /proc/PID/status, CPU from
     /// /proc/PID/stat); repeat for servers made of several processes.
     #[arg(long = "server-pid", env = "LOADGEN_SERVER_PIDS", value_delimiter = ',')]

@@ -36,12 +36,38 @@ pub enum HttpError {
 }
 
 /// The request an SSE connection sends.
-pub fn subscribe_request(url: &HttpUrl) -> Vec<u8> {
+pub fn subscribe_request(url: &HttpUrl, customer: Option<&str>, token: Option<&str>) -> Vec<u8> {
+    let path = match customer {
+        Some(customer) if url.path.contains('?') => format!("{}&customerId={customer}", url.path),
+        Some(customer) => format!("{}?customerId={customer}", url.path),
+        None => url.path.clone(),
+    };
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: sse-orders-loadgen\r\n\r\n",
-        url.path, url.authority
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{authorization}User-Agent: sse-orders-loadgen\r\n\r\n",
+        url.authority
     )
     .into_bytes()
+}
+
+/// An HS256 token for the server under test: `scope` and, when given, `customer_id`, valid for
+/// a day.
+pub fn bench_token(secret: &str, scope: &str, customer: Option<&str>) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut claims = serde_json::json!({"sub": "loadgen", "scope": scope, "iat": now, "exp": now + 86_400});
+    if let Some(customer) = customer {
+        claims["customer_id"] = serde_json::Value::from(customer);
+    }
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
 }
 
 /// Parses the head at the start of `buf`; `Ok(None)` when it is not complete yet,
@@ -108,15 +134,28 @@ impl PostConnection {
 
     /// Sends `POST url` with `body` and returns the response status. The connection is
     /// reopened on the next call when the server closed it or anything failed.
-    pub async fn post(&mut self, url: &HttpUrl, content_type: &str, body: &[u8]) -> Result<u16, HttpError> {
-        let result = self.exchange(url, content_type, body).await;
+    /// `extra_headers`: complete header lines (`Name: value\r\n`), or empty.
+    pub async fn post(
+        &mut self,
+        url: &HttpUrl,
+        content_type: &str,
+        extra_headers: &str,
+        body: &[u8],
+    ) -> Result<u16, HttpError> {
+        let result = self.exchange(url, content_type, extra_headers, body).await;
         if result.is_err() {
             self.stream = None;
         }
         result
     }
 
-    async fn exchange(&mut self, url: &HttpUrl, content_type: &str, body: &[u8]) -> Result<u16, HttpError> {
+    async fn exchange(
+        &mut self,
+        url: &HttpUrl,
+        content_type: &str,
+        extra_headers: &str,
+        body: &[u8],
+    ) -> Result<u16, HttpError> {
         if self.stream.is_none() {
             let stream = TcpStream::connect(self.addr).await?;
             stream.set_nodelay(true)?;
@@ -128,7 +167,7 @@ impl PostConnection {
         self.request.clear();
         self.request.extend_from_slice(
             format!(
-                "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nUser-Agent: sse-orders-loadgen\r\n\r\n",
+                "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra_headers}User-Agent: sse-orders-loadgen\r\n\r\n",
                 url.path,
                 url.authority,
                 body.len()

@@ -28,6 +28,10 @@ pub struct PublishPlan {
     pub max_outstanding: u32,
     pub event_bytes: usize,
     pub order_pad_items: u32,
+    /// Orders go to customers `c0`..`c{N-1}` in turn; 0: all to one customer.
+    pub customers: u32,
+    /// Header lines every POST carries (the bearer token), or empty.
+    pub extra_headers: String,
     /// Set by the caller to stop publishing early.
     pub abort: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -36,9 +40,14 @@ impl PublishPlan {
     /// The body of event `seq`.
     pub fn body(&self, seq: u64) -> Vec<u8> {
         match self.mode {
-            PublishMode::Order => order_body(seq, self.order_pad_items, self.event_bytes),
+            PublishMode::Order => order_body(seq, self.order_pad_items, self.event_bytes, &self.customer_of(seq)),
             PublishMode::Raw | PublishMode::None => raw_body(seq, self.event_bytes),
         }
+    }
+
+    /// The customer of event `seq`.
+    pub fn customer_of(&self, seq: u64) -> String {
+        customer_name(self.customers, seq)
     }
 
     fn content_type(&self) -> &'static str {
@@ -63,7 +72,16 @@ pub fn raw_body(seq: u64, size: usize) -> Vec<u8> {
 /// the server delivers is about `event_bytes` long. Sizes are those of sse-orders' event
 /// JSON: about 215 bytes for an order of one item (ids, totals, time) and 62 bytes plus the
 /// sku for each further item; the report shows the delivered mean.
-pub fn order_body(seq: u64, pad_items: u32, event_bytes: usize) -> Vec<u8> {
+/// Customer `c{n % customers}`, or `bench` when orders are not spread.
+pub fn customer_name(customers: u32, n: u64) -> String {
+    if customers == 0 {
+        "bench".to_owned()
+    } else {
+        format!("c{}", n % u64::from(customers))
+    }
+}
+
+pub fn order_body(seq: u64, pad_items: u32, event_bytes: usize, customer: &str) -> Vec<u8> {
     let mut items = vec![format!(
         "{{\"sku\":\"{SEQ_MARKER}{seq}\",\"quantity\":1,\"unitPrice\":\"1.00\"}}"
     )];
@@ -78,7 +96,7 @@ pub fn order_body(seq: u64, pad_items: u32, event_bytes: usize) -> Vec<u8> {
         }
     }
     format!(
-        "{{\"customerId\":\"bench\",\"currency\":\"EUR\",\"items\":[{}]}}",
+        "{{\"customerId\":\"{customer}\",\"currency\":\"EUR\",\"items\":[{}]}}",
         items.join(",")
     )
     .into_bytes()
@@ -176,8 +194,11 @@ async fn publish(plan: PublishPlan, clock: Clock, ledger: Arc<Ledger>) -> Publis
             let body = plan.body(seq);
             let sent_ns = clock.now_ns();
             ledger.mark_sent(seq, sent_ns);
-            let result =
-                tokio::time::timeout(POST_TIMEOUT, connection.post(&plan.url, plan.content_type(), &body)).await;
+            let result = tokio::time::timeout(
+                POST_TIMEOUT,
+                connection.post(&plan.url, plan.content_type(), &plan.extra_headers, &body),
+            )
+            .await;
             let answered_ns = clock.now_ns();
             let outcome = match result {
                 Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
@@ -250,7 +271,7 @@ mod tests {
 
     #[test]
     fn order_body_is_valid_json_with_valid_skus() {
-        let body = order_body(7, 2, 300);
+        let body = order_body(7, 2, 300, "bench");
         let order: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let items = order["items"].as_array().unwrap();
         assert_eq!(items.len(), 3);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 
 use crate::config::{PublishMode, RunConfig};
-use crate::http::subscribe_request;
+use crate::http::{bench_token, subscribe_request};
 use crate::ledger::{Clock, Ledger};
 use crate::procstat::{self, Sample};
 use crate::publisher::{self, PublishPlan, PublishStats};
@@ -48,6 +48,10 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let write_token = match &config.jwt_secret {
+        Some(secret) => Some(bench_token(secret, "orders:write", None)?),
+        None => None,
+    };
     let publish_plan = match (&config.publish, &config.publish_url) {
         (PublishMode::Order | PublishMode::Raw, Some(url)) => Some(PublishPlan {
             mode: config.publish,
@@ -58,6 +62,11 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
             max_outstanding: config.max_outstanding,
             event_bytes: config.event_bytes as usize,
             order_pad_items: config.order_pad_items,
+            customers: config.customers,
+            extra_headers: write_token
+                .as_ref()
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .unwrap_or_default(),
             abort: Arc::clone(&abort),
         }),
         _ => None,
@@ -72,7 +81,8 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
     let connect_started = Instant::now();
     let plan = Rc::new(ConnectPlan {
         target: config.url.addr,
-        request: subscribe_request(&config.url),
+        requests: subscribe_requests(config)?,
+        customers: config.customers,
         sources: config.source_ips(),
         timeout: config.connect_timeout,
         concurrency: config.connect_concurrency as usize,
@@ -122,7 +132,12 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
             }
         };
         let published_at = Instant::now();
-        let expected = stats.accepted * subscribers.open.get();
+        // Each connection expects the accepted events of its customer (all of them unspread).
+        let per_customer = accepted_per_customer(
+            &ledger.accepted_bitmap(publish_plan.as_ref().map_or(0, |p| p.count)),
+            config.customers,
+        );
+        let expected = expected_deliveries(&per_customer, config.customers, subscribers.open.get());
         let mut last_check = Instant::now();
         loop {
             if subscribers.stats.borrow().delivered >= expected {
@@ -152,8 +167,17 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
     let accepted = ledger.accepted_bitmap(publish_plan.as_ref().map_or(0, |p| p.count));
     let accepted_count: u64 = accepted.iter().map(|w| u64::from(w.count_ones())).sum();
     let received = subscribers.take_received();
-    let (lost, undelivered) = received.iter().fold((0, 0), |(lost, late), (bits, max_seq)| {
-        let (l, u) = classify_missing(&accepted, bits, *max_seq, &ledger);
+    let mut masks: std::collections::HashMap<u32, Vec<u64>> = std::collections::HashMap::new();
+    let mut expected_total = 0;
+    let (lost, undelivered) = received.iter().fold((0, 0), |(lost, late), (bits, max_seq, customer)| {
+        let wanted = match customer {
+            None => &accepted,
+            Some(customer) => masks
+                .entry(*customer)
+                .or_insert_with(|| customer_mask(&accepted, config.customers, *customer)),
+        };
+        expected_total += wanted.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+        let (l, u) = classify_missing(wanted, bits, *max_seq, &ledger);
         (lost + l, late + u)
     });
     let stats = subscribers.stats.borrow();
@@ -193,7 +217,11 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
     let first_sent_ns = publish_stats.as_ref().map_or(publish_start_ns, |p| p.first_sent_ns);
     let window_s = stats.last_delivery_ns.saturating_sub(first_sent_ns) as f64 / 1e9;
     let delivery = DeliveryFigures {
-        expected: accepted_count * u64::try_from(received.len()).unwrap_or(0),
+        expected: if config.customers == 0 {
+            accepted_count * u64::try_from(received.len()).unwrap_or(0)
+        } else {
+            expected_total
+        },
         delivered: stats.delivered,
         deliveries_per_s: if window_s > 0.0 {
             stats.delivered as f64 / window_s
@@ -371,6 +399,69 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
     })
 }
 
+/// The subscribe request of each connection (one for all when streams are not spread).
+fn subscribe_requests(config: &RunConfig) -> anyhow::Result<Vec<Vec<u8>>> {
+    let secret = config.jwt_secret.as_deref();
+    if config.customers == 0 {
+        let token = secret.map(|s| bench_token(s, "orders:read:all", None)).transpose()?;
+        return Ok(vec![subscribe_request(&config.url, None, token.as_deref())]);
+    }
+    (0..config.customers)
+        .map(|n| {
+            let customer = crate::publisher::customer_name(config.customers, u64::from(n));
+            Ok(match secret {
+                // The token confines the stream to its customer.
+                Some(secret) => {
+                    let token = bench_token(secret, "orders:read", Some(&customer))?;
+                    subscribe_request(&config.url, None, Some(&token))
+                }
+                None => subscribe_request(&config.url, Some(&customer), None),
+            })
+        })
+        .collect()
+}
+
+/// The accepted bitmap restricted to the events of `customer` (event `s` is customer `s % customers`).
+fn customer_mask(accepted: &[u64], customers: u32, customer: u32) -> Vec<u64> {
+    let mut mask = accepted.to_vec();
+    for (index, word) in mask.iter_mut().enumerate() {
+        for bit in 0..64u64 {
+            let seq = index as u64 * 64 + bit;
+            if seq % u64::from(customers) != u64::from(customer) {
+                *word &= !(1u64 << bit);
+            }
+        }
+    }
+    mask
+}
+
+/// Accepted events per customer (one entry, all of them, when not spread).
+fn accepted_per_customer(accepted: &[u64], customers: u32) -> Vec<u64> {
+    if customers == 0 {
+        return vec![accepted.iter().map(|w| u64::from(w.count_ones())).sum()];
+    }
+    let mut counts = vec![0; customers as usize];
+    for (index, word) in accepted.iter().enumerate() {
+        let mut bits = *word;
+        while bits != 0 {
+            let seq = index as u64 * 64 + u64::from(bits.trailing_zeros());
+            bits &= bits - 1;
+            counts[(seq % u64::from(customers)) as usize] += 1;
+        }
+    }
+    counts
+}
+
+/// Deliveries expected by `open` connections, connection `i` reading customer `i % customers`.
+fn expected_deliveries(per_customer: &[u64], customers: u32, open: u64) -> u64 {
+    if customers == 0 {
+        return per_customer[0] * open;
+    }
+    (0..open)
+        .map(|i| per_customer[(i % u64::from(customers)) as usize])
+        .sum()
+}
+
 /// Splits the accepted events a connection did not receive into lost (a later event that was
 /// published after this one had been accepted did arrive, so this one never will) and
 /// undelivered (nothing after it arrived: late, or lost at the end of the run).
@@ -403,4 +494,21 @@ fn classify_missing(accepted: &[u64], received: &[u64], max_seq: Option<u64>, le
         }
     }
     (lost, undelivered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_connections_expect_only_their_customers_events() {
+        // Events 0..10 accepted, 3 customers: c0 has 0,3,6,9; c1 1,4,7; c2 2,5,8.
+        let accepted = vec![(1u64 << 10) - 1];
+        assert_eq!(customer_mask(&accepted, 3, 1), vec![(1 << 1) | (1 << 4) | (1 << 7)]);
+        let per_customer = accepted_per_customer(&accepted, 3);
+        assert_eq!(per_customer, vec![4, 3, 3]);
+        // Five connections read c0, c1, c2, c0, c1.
+        assert_eq!(expected_deliveries(&per_customer, 3, 5), 4 + 3 + 3 + 4 + 3);
+        assert_eq!(expected_deliveries(&accepted_per_customer(&accepted, 0), 0, 5), 50);
+    }
 }

@@ -100,7 +100,10 @@ pub struct Subscribers {
 /// Where and how connections are made.
 pub struct ConnectPlan {
     pub target: SocketAddr,
-    pub request: Vec<u8>,
+    /// Connection `i` sends `requests[i % len]`.
+    pub requests: Vec<Vec<u8>>,
+    /// Connection `i` reads only customer `i % customers`'s events (0: every event).
+    pub customers: u32,
     pub sources: Vec<Ipv4Addr>,
     pub timeout: Duration,
     pub concurrency: usize,
@@ -134,28 +137,35 @@ impl Subscribers {
             let this = Rc::clone(self);
             let plan = Rc::clone(&plan);
             let permits = Rc::clone(&permits);
-            tasks.spawn_local(async move { this.connection(source, &plan, &permits).await });
+            tasks.spawn_local(async move { this.connection(index, source, &plan, &permits).await });
         }
         tasks
     }
 
     /// Per connection, after the tasks ended: the bitmap of received sequence numbers and the
     /// highest one received.
-    pub fn take_received(&self) -> Vec<(Vec<u64>, Option<u64>)> {
+    /// Per connection, after the tasks ended: the bitmap of received sequence numbers, the
+    /// highest one received and the customer it reads (when spread over customers).
+    pub fn take_received(&self) -> Vec<(Vec<u64>, Option<u64>, Option<u32>)> {
         self.readers
             .take()
             .into_iter()
             .map(|reader| {
                 let mut reader = reader.borrow_mut();
-                (std::mem::take(&mut reader.track.received), reader.track.max_seq)
+                (
+                    std::mem::take(&mut reader.track.received),
+                    reader.track.max_seq,
+                    reader.track.customer,
+                )
             })
             .collect()
     }
 
-    async fn connection(&self, source: Ipv4Addr, plan: &ConnectPlan, permits: &Semaphore) {
+    async fn connection(&self, index: usize, source: Ipv4Addr, plan: &ConnectPlan, permits: &Semaphore) {
         let permit = permits.acquire().await;
         let started = self.clock.now_ns();
-        let connected = match tokio::time::timeout(plan.timeout, connect(source, plan)).await {
+        let request = &plan.requests[index % plan.requests.len()];
+        let connected = match tokio::time::timeout(plan.timeout, connect(source, plan, request)).await {
             Ok(result) => result,
             Err(_) => Err("timeout".to_owned()),
         };
@@ -188,6 +198,7 @@ impl Subscribers {
                 received: Vec::new(),
                 max_seq: None,
                 last_id: None,
+                customer: (plan.customers > 0).then(|| (index % plan.customers as usize) as u32),
             },
         }));
         self.readers.borrow_mut().push(Rc::clone(&reader));
@@ -344,17 +355,22 @@ struct Track {
     received: Vec<u64>,
     max_seq: Option<u64>,
     last_id: Option<EventId>,
+    customer: Option<u32>,
 }
 
 /// Opens one SSE connection: TCP connect from `source`, request, response head.
-async fn connect(source: Ipv4Addr, plan: &ConnectPlan) -> Result<(TcpStream, ResponseHead, Vec<u8>), String> {
+async fn connect(
+    source: Ipv4Addr,
+    plan: &ConnectPlan,
+    request: &[u8],
+) -> Result<(TcpStream, ResponseHead, Vec<u8>), String> {
     let socket = TcpSocket::new_v4().map_err(|e| error_reason(&e))?;
     socket
         .bind(SocketAddr::new(source.into(), 0))
         .map_err(|e| format!("bind: {}", error_reason(&e)))?;
     let mut stream = socket.connect(plan.target).await.map_err(|e| error_reason(&e))?;
     stream.set_nodelay(true).map_err(|e| error_reason(&e))?;
-    stream.write_all(&plan.request).await.map_err(|e| error_reason(&e))?;
+    stream.write_all(request).await.map_err(|e| error_reason(&e))?;
     let mut buf = Vec::with_capacity(1024);
     loop {
         stream.readable().await.map_err(|e| error_reason(&e))?;

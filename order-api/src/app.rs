@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use order_events::auth::{AuthMode, Authenticator};
 use order_events::config::EventStoreArgs;
+use order_events::cors::Cors;
 use order_events::event_log::memory::MemoryLog;
 use order_events::metrics::Metrics;
 use order_events::ops::{ReadinessCheck, finish_router};
@@ -57,12 +59,14 @@ impl Application {
                  run `sse-orders` for the single-process setup"
             );
         }
+        let auth = Authenticator::from_args(&config.auth, AuthMode::Jwt, lifecycle.stop_token()).await?;
         let metrics = Arc::new(Metrics::new());
         let store = order_store(&config.store, &config.api, None, metrics.clone()).await?;
         let state = ApiState {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
             metrics: metrics.clone(),
+            auth,
         };
         let router = finish_router(
             router(state),
@@ -70,6 +74,7 @@ impl Application {
             lifecycle.clone(),
             metrics.clone(),
         );
+        let router = Cors::new(&config.cors).apply(router);
         let server = Server::bind(
             &config.listen,
             &config.connection,

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use clap::{Args, Parser};
+use order_events::auth::AuthArgs;
 use order_events::config::{ConnectionArgs, EventStoreArgs, ListenArgs, ShutdownArgs, TelemetryArgs, parse_duration};
+use order_events::cors::CorsArgs;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -20,6 +22,10 @@ pub struct Config {
     pub store: EventStoreArgs,
     #[command(flatten)]
     pub api: OrderApiArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub cors: CorsArgs,
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
     #[command(flatten)]

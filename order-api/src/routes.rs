@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use order_events::auth::{Authenticator, ReadAccess, WriteAccess};
 use order_events::domain::{FieldError, MAX_CUSTOMER_ID_CHARS, Order, OrderCreated, OrderRequest};
 use order_events::metrics::Metrics;
 use order_events::order_store::{
@@ -25,6 +26,13 @@ pub struct ApiState {
     pub store: Arc<dyn OrderStore>,
     pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
+    pub auth: Arc<Authenticator>,
+}
+
+impl FromRef<ApiState> for Arc<Authenticator> {
+    fn from_ref(state: &ApiState) -> Self {
+        state.auth.clone()
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -71,7 +79,12 @@ fn store_failure(error: StoreError) -> Response {
 }
 
 #[tracing::instrument(name = "create_order", skip_all, fields(order_id, event_id))]
-async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_order(
+    State(state): State<ApiState>,
+    WriteAccess(grant): WriteAccess,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !is_json(&headers) {
         return Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -92,6 +105,9 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
         Ok(request) => request,
         Err(errors) => return Problem::invalid_fields(errors).into_response(),
     };
+    if !grant.covers(&request.customer_id) {
+        return grant.other_customer().into_response();
+    }
     let idempotency = match headers
         .get("idempotency-key")
         .map(|v| v.to_str().map(IdempotencyKey::parse))
@@ -140,7 +156,7 @@ async fn create_order(State(state): State<ApiState>, headers: HeaderMap, body: B
     response
 }
 
-async fn get_order(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+async fn get_order(State(state): State<ApiState>, ReadAccess(grant): ReadAccess, Path(id): Path<String>) -> Response {
     let Ok(id) = Uuid::parse_str(&id) else {
         return Problem::not_found(format!(
             "no order has the id `{}`",
@@ -149,8 +165,9 @@ async fn get_order(State(state): State<ApiState>, Path(id): Path<String>) -> Res
         .into_response();
     };
     match state.store.get(id).await {
-        Ok(Some(order)) => axum::Json(order).into_response(),
-        Ok(None) => Problem::not_found(format!("no order has the id `{id}`")).into_response(),
+        // Another customer's order is answered like a missing one: its existence stays private.
+        Ok(Some(order)) if grant.covers(&order.order.customer_id) => axum::Json(order).into_response(),
+        Ok(_) => Problem::not_found(format!("no order has the id `{id}`")).into_response(),
         Err(error) => store_failure(error),
     }
 }
@@ -162,10 +179,17 @@ const DEFAULT_SNAPSHOT_LIMIT: usize = 50;
 /// `GET /api/orders?limit=N&customerId=C&before=ID`: the newest orders (one customer's with
 /// `customerId`), older than `before` when paging on, with the stream position they are
 /// consistent with. Loading this and then following the stream after `position` sees every
-/// order exactly once.
-async fn list_orders(State(state): State<ApiState>, uri: axum::http::Uri) -> Response {
+/// order exactly once. A token bound to a customer lists that customer's orders only.
+async fn list_orders(State(state): State<ApiState>, ReadAccess(grant): ReadAccess, uri: axum::http::Uri) -> Response {
     match snapshot_query(uri.query().unwrap_or("")) {
-        Ok(query) => match state.store.snapshot(&query).await {
+        Ok(mut query) => {
+            if let Some(own) = grant.customer.as_deref() {
+                match query.customer_id.as_deref() {
+                    Some(asked) if asked != own => return grant.other_customer().into_response(),
+                    _ => query.customer_id = Some(own.to_owned()),
+                }
+            }
+            match state.store.snapshot(&query).await {
             Ok(snapshot) => {
                 let mut response = axum::Json(snapshot).into_response();
                 response
@@ -173,8 +197,9 @@ async fn list_orders(State(state): State<ApiState>, uri: axum::http::Uri) -> Res
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 response
             }
-            Err(error) => store_failure(error),
-        },
+                Err(error) => store_failure(error),
+            }
+        }
         Err(problem) => problem.into_response(),
     }
 }

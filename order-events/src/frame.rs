@@ -139,6 +139,27 @@ pub fn reset_frame(reset: &Reset<'_>) -> Bytes {
     frame.freeze()
 }
 
+/// The SSE event name that ends a stream whose token expired.
+pub const TOKEN_EXPIRED: &str = "token-expired";
+
+/// Ends a stream whose bearer token is no longer valid: the client should fetch a new token and
+/// reconnect with it (and its last event id), rather than retry with the old one.
+pub fn token_expired_frame(expired_at: time::OffsetDateTime) -> Bytes {
+    let at = expired_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let payload = serde_json::json!({
+        "reason": "token-expired",
+        "expiredAt": at,
+        "detail": "the access token of this stream expired; reconnect with a new token and the last event id",
+    });
+    let mut frame = BytesMut::new();
+    frame.put_slice(b"event: token-expired\n");
+    put_data(&mut frame, &payload.to_string());
+    frame.put_u8(b'\n');
+    frame.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

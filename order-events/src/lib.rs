@@ -1,6 +1,9 @@
 //! The shared contract of sse-orders: what an order is, how events are identified, framed,
 //! stored and read, and the pieces both services run on.
 //!
+//! - [`auth`]: bearer JWTs (secret, public key, JWKS), scopes and the customer a token is
+//!   confined to; the `ReadAccess`/`WriteAccess` extractors.
+//! - [`cors`]: which browser origins may call the API, preflights included.
 //! - [`domain`]: order requests, validation and the stored `Order`.
 //! - [`position`]: `StreamPosition`, the `<ms>-<seq>` event id, and the clock that makes them.
 //! - [`frame`]: SSE frames, encoded once per event and shared by every connection.
@@ -17,7 +20,9 @@
 //! - [`server`], [`shutdown`]: binding, serving HTTP/1.1 and h2c, and draining on a signal.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod domain;
 pub mod event_log;
 pub mod frame;

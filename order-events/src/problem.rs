@@ -20,6 +20,10 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
+    /// Further response headers (a `WWW-Authenticate` challenge, for instance) (a boxed slice keeps the
+    /// common problem small).
+    #[serde(skip)]
+    headers: Box<[(&'static str, String)]>,
 }
 
 impl Problem {
@@ -31,12 +35,25 @@ impl Problem {
             detail: None,
             errors: Vec::new(),
             retry_after_secs: None,
+            headers: Box::default(),
         }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        let mut headers = std::mem::take(&mut self.headers).into_vec();
+        headers.push((name, value.into()));
+        self.headers = headers.into_boxed_slice();
+        self
+    }
+
+    /// The headers added with [`header`](Self::header).
+    pub fn extra_headers(&self) -> &[(&'static str, String)] {
+        &self.headers
     }
 
     pub fn retry_after(mut self, secs: u64) -> Self {
@@ -102,6 +119,11 @@ impl IntoResponse for Problem {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in self.extra_headers() {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.append(*name, value);
+            }
         }
         response
     }

@@ -188,6 +188,33 @@ impl EventRing {
         filter: Option<&str>,
         out: &mut Vec<Bytes>,
     ) -> RingRead {
+        self.scan(cursor, until, max, max_bytes, filter, |event| {
+            out.push(event.frame.clone())
+        })
+    }
+
+    /// Like [`read_range`](Self::read_range) without a filter, giving whole events (with their
+    /// customer) to whoever sorts them by customer.
+    pub fn read_events(
+        &self,
+        cursor: StreamPosition,
+        until: StreamPosition,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<EncodedEvent>,
+    ) -> RingRead {
+        self.scan(cursor, until, max, max_bytes, None, |event| out.push(event.clone()))
+    }
+
+    fn scan(
+        &self,
+        cursor: StreamPosition,
+        until: StreamPosition,
+        max: usize,
+        max_bytes: usize,
+        filter: Option<&str>,
+        mut take: impl FnMut(&EncodedEvent),
+    ) -> RingRead {
         let window = self.window.read();
         if cursor < window.floor {
             return RingRead::Behind;
@@ -208,7 +235,7 @@ impl EventRing {
                     first_ms = event.position.ms;
                 }
                 count += 1;
-                out.push(event.frame.clone());
+                take(event);
             }
         }
         RingRead::Events { count, last, first_ms }

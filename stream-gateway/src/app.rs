@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
+use order_events::auth::{AuthMode, Authenticator};
 use order_events::config::{EventStoreArgs, ShutdownArgs};
+use order_events::cors::Cors;
 use order_events::event_log::EventLog;
 use order_events::event_log::memory::MemoryLog;
 use order_events::metrics::Metrics;
@@ -90,6 +92,8 @@ pub fn gateway_router(
     shutdown: &ShutdownArgs,
     lifecycle: &Lifecycle,
     metrics: Arc<Metrics>,
+    auth: Arc<Authenticator>,
+    cors: Arc<Cors>,
 ) -> (Router, Arc<dyn Interceptor>) {
     let settings = DeliverySettings {
         heartbeat: gateway.heartbeat_interval,
@@ -105,6 +109,8 @@ pub fn gateway_router(
         replay_window: gateway.replay_window,
         connections: Arc::new(Semaphore::new(gateway.max_connections as usize)),
         stop: lifecycle.stop_token(),
+        auth,
+        cors,
     };
     let fan_out = match &*state.feed {
         Feed::Hub { ring, .. } => Some(FanOut::spawn(
@@ -130,6 +136,8 @@ impl Application {
                  run `sse-orders` for the single-process setup"
             );
         }
+        let auth = Authenticator::from_args(&config.auth, AuthMode::Jwt, lifecycle.stop_token()).await?;
+        let cors = Cors::new(&config.cors);
         let metrics = Arc::new(Metrics::new());
         let feed = Arc::new(build_feed(&config.store, &config.gateway, None, &lifecycle, metrics.clone()).await?);
         let (routes, fast_path) = gateway_router(
@@ -138,8 +146,15 @@ impl Application {
             &config.shutdown,
             &lifecycle,
             metrics.clone(),
+            auth,
+            cors.clone(),
         );
-        let router = finish_router(routes, Arc::new(FeedReady(feed)), lifecycle.clone(), metrics.clone());
+        let router = cors.apply(finish_router(
+            routes,
+            Arc::new(FeedReady(feed)),
+            lifecycle.clone(),
+            metrics.clone(),
+        ));
         let server = Server::bind(
             &config.listen,
             &config.connection,

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use order_events::auth::Grant;
 use order_events::event_log::memory::wall_clock_ms;
 use order_events::event_log::{CursorCheck, EventLog, LogError, LogPage};
-use order_events::frame::{HEARTBEAT, Reset, ResetReason, reset_frame, retry_frame};
+use order_events::frame::{HEARTBEAT, Reset, ResetReason, reset_frame, retry_frame, token_expired_frame};
 use order_events::metrics::Metrics;
 use order_events::position::StreamPosition;
 use order_events::ring::{EventRing, RingRead};
@@ -74,7 +75,9 @@ pub struct Delivery {
     refusals: u32,
     /// Consecutive transient read failures; only the first of a streak is logged as a warning.
     failures: u32,
-    filter: Option<Box<str>>,
+    filter: Option<Arc<str>>,
+    /// When the stream's token stops being valid: the stream then ends with `token-expired`.
+    expires: Option<(Instant, std::time::SystemTime)>,
     changes: Option<watch::Receiver<StreamPosition>>,
     /// Fires at most one heartbeat interval after the last write; re-armed lazily when it fires.
     heartbeat: Pin<Box<Sleep>>,
@@ -97,15 +100,24 @@ enum Step {
 impl Delivery {
     /// A delivery after `cursor`. `resumed` says the cursor came from the client
     /// (`Last-Event-ID`): it is then checked against the log before anything is delivered.
+    /// `access` confines it to one customer's events and ends it when the token expires.
     pub fn new(
         feed: Arc<Feed>,
         settings: Arc<DeliverySettings>,
         cursor: StreamPosition,
         resumed: bool,
-        filter: Option<String>,
+        access: Grant,
         stop: CancellationToken,
         open: OpenConnection,
     ) -> Self {
+        let Grant {
+            customer: filter,
+            expires_at,
+        } = access;
+        let expires = expires_at.map(|at| {
+            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            (Instant::now() + left, at)
+        });
         let settings_heartbeat = settings.heartbeat;
         let (changes, generation) = match &*feed {
             Feed::Hub { ring, .. } => (Some(ring.subscribe()), ring.generation()),
@@ -120,7 +132,8 @@ impl Delivery {
             generation,
             refusals: 0,
             failures: 0,
-            filter: filter.map(String::into_boxed_str),
+            filter,
+            expires,
             changes,
             heartbeat: Box::pin(tokio::time::sleep(settings_heartbeat)),
             stopped: Box::pin(stop.cancelled_owned()),
@@ -141,15 +154,25 @@ impl Delivery {
         })
     }
 
-    /// The cursor to park at, when the fan-out may write this stream: a hub feed, no filter,
-    /// the opening written, not closing.
-    pub fn parkable_cursor(&self) -> Option<StreamPosition> {
+    /// The cursor to park at and the customer the stream is confined to, when the fan-out may
+    /// write this stream: a hub feed with the cursor checked, the opening written, not closing,
+    /// the token not expired.
+    pub fn parkable(&self) -> Option<(StreamPosition, Option<Arc<str>>)> {
         let checked = match &*self.feed {
             Feed::Hub { ring, .. } => !self.verify && ring.generation() == self.generation,
             Feed::Poll { .. } => false,
         };
-        let parkable = checked && self.filter.is_none() && self.started && self.close_at.is_none() && !self.closed;
-        parkable.then_some(self.cursor)
+        let parkable = checked
+            && self.started
+            && self.close_at.is_none()
+            && !self.closed
+            && self.expires.is_none_or(|(at, _)| at > Instant::now());
+        parkable.then(|| (self.cursor, self.filter.clone()))
+    }
+
+    /// When the stream's token expires.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expires.map(|(at, _)| at)
     }
 
     /// Continues after the fan-out wrote this stream up to `cursor`.
@@ -175,6 +198,9 @@ impl Delivery {
         loop {
             if self.close_at.is_some_and(|at| at <= Instant::now()) {
                 return Some(self.close());
+            }
+            if self.expires.is_some_and(|(at, _)| at <= Instant::now()) {
+                return Some(self.expire());
             }
             if let Some(changes) = &mut self.changes {
                 changes.borrow_and_update();
@@ -208,6 +234,7 @@ impl Delivery {
             };
             let retry_in = backoff.delay();
             let closing = self.close_at;
+            let expiry = self.expires_at();
             let feed = &*self.feed;
             let changes = &mut self.changes;
             let wake = async move {
@@ -231,6 +258,7 @@ impl Delivery {
                     self.close_at = Some(Instant::now() + Duration::from_millis(delay));
                 }
                 _ = sleep_until_opt(closing) => return Some(self.close()),
+                _ = sleep_until_opt(expiry) => return Some(self.expire()),
                 _ = wake => {}
                 _ = self.heartbeat.as_mut() => {
                     let now = Instant::now();
@@ -293,6 +321,13 @@ impl Delivery {
                 self.close()
             }
         }
+    }
+
+    /// Ends the stream because its token expired; clients must not simply reconnect with it.
+    fn expire(&mut self) -> Bytes {
+        self.closed = true;
+        let at = self.expires.map_or(std::time::SystemTime::now(), |(_, at)| at);
+        token_expired_frame(time::OffsetDateTime::from(at))
     }
 
     async fn step(&mut self) -> Result<Step, LogError> {

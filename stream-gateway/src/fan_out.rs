@@ -2,6 +2,13 @@
 //! HTTP/1.1 connection, so a delivery costs one `write` and no task wake-up. A connection
 //! whose socket has no room, or whose cursor falls behind the ring, is handed back to its own
 //! task with exactly the bytes and cursor it still owes; it parks again once it has caught up.
+//!
+//! Connections are grouped by the customer they may see: unfiltered ones get every event,
+//! a customer's group only that customer's events, so a round costs one write per connection
+//! that receives something, however many customers are connected. Each group keeps its own
+//! heartbeat clock.
+
+use std::collections::HashMap;
 
 use std::io;
 use std::sync::Arc;
@@ -10,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use order_events::event_log::memory::wall_clock_ms;
+use order_events::frame::EncodedEvent;
 use order_events::frame::HEARTBEAT;
 use order_events::metrics::Metrics;
 use order_events::position::StreamPosition;
@@ -45,6 +53,8 @@ pub struct Slot {
     handoff: Mutex<Option<Handoff>>,
     returned: Notify,
     gone: AtomicBool,
+    /// The connection asked to be handed back (its token expires).
+    recall: AtomicBool,
 }
 
 impl Slot {
@@ -73,6 +83,15 @@ pub struct Parked {
 impl Parked {
     pub fn slot(&self) -> &Slot {
         &self.slot
+    }
+
+    /// Asks the writer to hand the connection back at its next round (it still owns the
+    /// socket until then, so only it may write).
+    pub fn recall(&self) {
+        if !self.slot.recall.swap(true, Ordering::AcqRel) {
+            self.fan_out.recalled.fetch_add(1, Ordering::AcqRel);
+            self.fan_out.wake.notify_one();
+        }
     }
 }
 
@@ -105,7 +124,68 @@ impl Member {
 
 struct Joiner {
     cursor: StreamPosition,
+    customer: Option<Arc<str>>,
     member: Member,
+}
+
+/// Connections that receive the same events, and when they were last written.
+struct Group {
+    members: Vec<Member>,
+    last_write: Instant,
+}
+
+impl Group {
+    fn new() -> Self {
+        Self {
+            members: Vec::new(),
+            last_write: Instant::now(),
+        }
+    }
+}
+
+/// Every parked connection: the unfiltered ones and one group per customer.
+struct Members {
+    all: Group,
+    by_customer: HashMap<Arc<str>, Group>,
+}
+
+impl Members {
+    fn len(&self) -> usize {
+        self.all.members.len() + self.by_customer.values().map(|g| g.members.len()).sum::<usize>()
+    }
+
+    fn groups_mut(&mut self) -> impl Iterator<Item = &mut Group> {
+        std::iter::once(&mut self.all).chain(self.by_customer.values_mut())
+    }
+
+    fn push(&mut self, customer: Option<Arc<str>>, member: Member) {
+        match customer {
+            None => self.all.members.push(member),
+            Some(customer) => self
+                .by_customer
+                .entry(customer)
+                .or_insert_with(Group::new)
+                .members
+                .push(member),
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Member) -> bool) {
+        for group in self.groups_mut() {
+            group.members.retain(&keep);
+        }
+        self.by_customer.retain(|_, group| !group.members.is_empty());
+    }
+
+    /// Hands every member back (with `handoff` made per member).
+    fn hand_back_all(&mut self, cursor: StreamPosition, metrics: &Metrics) {
+        for group in self.groups_mut() {
+            for member in group.members.drain(..) {
+                member.hand_back(resume_at(cursor), metrics);
+            }
+        }
+        self.by_customer.clear();
+    }
 }
 
 #[derive(Default)]
@@ -119,6 +199,8 @@ pub struct FanOut {
     wake: Notify,
     /// Parked connections that left since the last purge of the members.
     departed: AtomicUsize,
+    /// Parked connections that asked to be handed back.
+    recalled: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -127,7 +209,6 @@ struct Chunk {
     bytes: Bytes,
     last: StreamPosition,
     events: u64,
-    first_ms: u64,
 }
 
 enum Written {
@@ -147,19 +228,27 @@ impl FanOut {
             joins: Mutex::new(Joins::default()),
             wake: Notify::new(),
             departed: AtomicUsize::new(0),
+            recalled: AtomicUsize::new(0),
             metrics,
         });
         tokio::spawn(fan_out.clone().run(ring, heartbeat, stop));
         fan_out
     }
 
-    /// Parks a connection whose stream has been written up to `cursor`. `None` once the
-    /// fan-out has stopped: the connection carries on by itself.
-    pub fn park(self: &Arc<Self>, cursor: StreamPosition, stream: Arc<TcpStream>) -> Option<Parked> {
+    /// Parks a connection whose stream has been written up to `cursor` and that sees only
+    /// `customer`'s events when given. `None` once the fan-out has stopped: the connection
+    /// carries on by itself.
+    pub fn park(
+        self: &Arc<Self>,
+        cursor: StreamPosition,
+        customer: Option<Arc<str>>,
+        stream: Arc<TcpStream>,
+    ) -> Option<Parked> {
         let slot = Arc::new(Slot {
             handoff: Mutex::new(None),
             returned: Notify::new(),
             gone: AtomicBool::new(false),
+            recall: AtomicBool::new(false),
         });
         {
             let mut joins = self.joins.lock();
@@ -168,6 +257,7 @@ impl FanOut {
             }
             joins.waiting.push(Joiner {
                 cursor,
+                customer,
                 member: Member {
                     stream,
                     slot: slot.clone(),
@@ -183,13 +273,16 @@ impl FanOut {
 
     async fn run(self: Arc<Self>, ring: Arc<EventRing>, heartbeat: Duration, stop: CancellationToken) {
         let mut changes = ring.subscribe();
-        let mut members: Vec<Member> = Vec::new();
+        let mut members = Members {
+            all: Group::new(),
+            by_customer: HashMap::new(),
+        };
         let mut cursor = ring.newest();
         // A restarted ring may hold another history: every connection then checks its cursor.
         let mut generation = ring.generation();
-        let mut last_write = Instant::now();
         let mut chunks = Vec::new();
         let mut purge_at: Option<Instant> = None;
+        let mut next_beat = Instant::now() + heartbeat;
         loop {
             tokio::select! {
                 biased;
@@ -197,10 +290,16 @@ impl FanOut {
                 _ = changes.changed() => {}
                 _ = self.wake.notified() => {}
                 _ = sleep_until_opt(purge_at) => {}
-                _ = tokio::time::sleep_until(last_write + heartbeat) => {
-                    last_write = Instant::now();
-                    let beat = Chunk { bytes: HEARTBEAT, last: cursor, events: 0, first_ms: 0 };
-                    write_to_members(&mut members, &beat, &self.metrics).await;
+                _ = tokio::time::sleep_until(next_beat) => {
+                    let now = Instant::now();
+                    let beat = Chunk { bytes: HEARTBEAT, last: cursor, events: 0 };
+                    let mut writes = 0;
+                    for group in members.groups_mut() {
+                        if group.last_write + heartbeat <= now {
+                            group.last_write = now;
+                            write_to_members(&mut group.members, &beat, &mut writes, &self.metrics).await;
+                        }
+                    }
                 }
             }
             changes.borrow_and_update();
@@ -216,6 +315,22 @@ impl FanOut {
                     members.retain(|member| !member.slot.gone.load(Ordering::Acquire));
                 }
             }
+            if self.recalled.swap(0, Ordering::AcqRel) > 0 {
+                for group in members.groups_mut() {
+                    let mut index = 0;
+                    while index < group.members.len() {
+                        if group.members[index].slot.recall.load(Ordering::Acquire) {
+                            group
+                                .members
+                                .swap_remove(index)
+                                .hand_back(resume_at(cursor), &self.metrics);
+                        } else {
+                            index += 1;
+                        }
+                    }
+                }
+                members.by_customer.retain(|_, group| !group.members.is_empty());
+            }
 
             let newest = ring.newest();
             let current = ring.generation();
@@ -224,27 +339,37 @@ impl FanOut {
             if restarted || newest == StreamPosition::MAX || newest < cursor {
                 // The ring does not follow a log yet, or restarted below us: every connection
                 // finds its own way from its cursor.
-                for member in members.drain(..) {
-                    member.hand_back(resume_at(cursor), &self.metrics);
-                }
+                members.hand_back_all(cursor, &self.metrics);
                 if newest != StreamPosition::MAX {
                     cursor = newest;
                 }
             } else if newest > cursor {
                 chunks.clear();
-                if read_chunks(&ring, cursor, newest, &mut chunks) {
+                if read_event_chunks(&ring, cursor, newest, &mut chunks) {
+                    let mut writes = 0;
+                    let now = Instant::now();
                     for chunk in &chunks {
-                        write_to_members(&mut members, chunk, &self.metrics).await;
+                        if !members.all.members.is_empty() {
+                            let mut frames = chunk.events.iter().map(|e| e.frame.clone()).collect();
+                            let all = Chunk {
+                                bytes: join(&mut frames),
+                                last: chunk.last,
+                                events: chunk.events.len() as u64,
+                            };
+                            write_to_members(&mut members.all.members, &all, &mut writes, &self.metrics).await;
+                            members.all.last_write = now;
+                        }
+                        if !members.by_customer.is_empty() {
+                            write_by_customer(&mut members.by_customer, chunk, now, &mut writes, &self.metrics).await;
+                        }
                     }
+                    members.by_customer.retain(|_, group| !group.members.is_empty());
                     if let Some(chunk) = chunks.last() {
                         cursor = chunk.last;
-                        last_write = Instant::now();
                         record_lag(&self.metrics, chunk.first_ms);
                     }
                 } else {
-                    for member in members.drain(..) {
-                        member.hand_back(resume_at(cursor), &self.metrics);
-                    }
+                    members.hand_back_all(cursor, &self.metrics);
                     cursor = newest;
                 }
             }
@@ -252,6 +377,12 @@ impl FanOut {
             let joiners = std::mem::take(&mut self.joins.lock().waiting);
             self.admit(&ring, cursor, joiners, &mut members).await;
             self.metrics.fan_out_parked.set(members.len() as i64);
+            next_beat = members
+                .groups_mut()
+                .filter(|group| !group.members.is_empty())
+                .map(|group| group.last_write + heartbeat)
+                .min()
+                .unwrap_or_else(|| Instant::now() + heartbeat);
         }
         let joiners = {
             let mut joins = self.joins.lock();
@@ -261,15 +392,13 @@ impl FanOut {
         for joiner in joiners {
             joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
         }
-        for member in members {
-            member.hand_back(resume_at(cursor), &self.metrics);
-        }
+        members.hand_back_all(cursor, &self.metrics);
         self.metrics.fan_out_parked.set(0);
     }
 
     /// Brings joiners up to `cursor` one by one and adds those whose sockets took it all.
-    async fn admit(&self, ring: &EventRing, cursor: StreamPosition, joiners: Vec<Joiner>, members: &mut Vec<Member>) {
-        let mut catch_up: Option<(StreamPosition, Vec<Chunk>)> = None;
+    async fn admit(&self, ring: &EventRing, cursor: StreamPosition, joiners: Vec<Joiner>, members: &mut Members) {
+        let mut catch_up: Option<(StreamPosition, Option<Arc<str>>, Vec<Chunk>)> = None;
         for (index, joiner) in joiners.into_iter().enumerate() {
             if index % WRITES_PER_YIELD == WRITES_PER_YIELD - 1 {
                 tokio::task::yield_now().await;
@@ -277,22 +406,29 @@ impl FanOut {
             if joiner.member.slot.gone.load(Ordering::Acquire) {
                 continue;
             }
+            if joiner.member.slot.recall.load(Ordering::Acquire) {
+                joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
+                continue;
+            }
             if joiner.cursor == cursor {
-                members.push(joiner.member);
+                members.push(joiner.customer, joiner.member);
                 continue;
             }
             if joiner.cursor > cursor {
                 joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
                 continue;
             }
-            if catch_up.as_ref().is_none_or(|(from, _)| *from != joiner.cursor) {
+            if catch_up
+                .as_ref()
+                .is_none_or(|(from, customer, _)| *from != joiner.cursor || *customer != joiner.customer)
+            {
                 let mut chunks = Vec::new();
                 // Only what the fan-out has already written to its members: later events come
                 // with the next round.
-                let held = read_chunks(ring, joiner.cursor, cursor, &mut chunks);
-                catch_up = held.then_some((joiner.cursor, chunks));
+                let held = read_chunks(ring, joiner.cursor, cursor, joiner.customer.as_deref(), &mut chunks);
+                catch_up = held.then_some((joiner.cursor, joiner.customer.clone(), chunks));
             }
-            let Some((_, chunks)) = &catch_up else {
+            let Some((_, _, chunks)) = &catch_up else {
                 joiner.member.hand_back(resume_at(joiner.cursor), &self.metrics);
                 continue;
             };
@@ -303,7 +439,7 @@ impl FanOut {
                 continue;
             }
             let mut refused = None;
-            for chunk in chunks {
+            for chunk in chunks.iter().filter(|chunk| !chunk.bytes.is_empty()) {
                 match write_chunk(&joiner.member.stream, chunk) {
                     Ok(Written::All) => record_delivered(&self.metrics, chunk.events),
                     Ok(Written::Short(handoff)) => {
@@ -319,7 +455,7 @@ impl FanOut {
             }
             match refused {
                 Some(handoff) => joiner.member.hand_back(handoff, &self.metrics),
-                None => members.push(joiner.member),
+                None => members.push(joiner.customer, joiner.member),
             }
         }
     }
@@ -332,36 +468,102 @@ fn resume_at(cursor: StreamPosition) -> Handoff {
     }
 }
 
-/// Cuts the events after `cursor` up to `until` into chunks; false when some of them already
-/// left the ring.
-fn read_chunks(ring: &EventRing, mut cursor: StreamPosition, until: StreamPosition, chunks: &mut Vec<Chunk>) -> bool {
+/// Cuts the events after `cursor` up to `until` (only `customer`'s, when given) into chunks;
+/// false when some of them already left the ring. A chunk's `last` is the position read up to,
+/// which may be past its last frame when the filter skipped events.
+fn read_chunks(
+    ring: &EventRing,
+    mut cursor: StreamPosition,
+    until: StreamPosition,
+    customer: Option<&str>,
+    chunks: &mut Vec<Chunk>,
+) -> bool {
     let mut frames = Vec::new();
     loop {
         frames.clear();
-        match ring.read_range(cursor, until, CHUNK_EVENTS, CHUNK_BYTES, None, &mut frames) {
+        match ring.read_range(cursor, until, CHUNK_EVENTS, CHUNK_BYTES, customer, &mut frames) {
             RingRead::Behind => return false,
             RingRead::UpToDate => return true,
-            RingRead::Events { count, last, first_ms } => {
+            RingRead::Events { count, last, .. } => {
                 cursor = last;
                 chunks.push(Chunk {
                     bytes: join(&mut frames),
                     last,
                     events: count as u64,
-                    first_ms,
                 });
             }
         }
     }
 }
 
+/// Events of one round, cut into writes, with their customers.
+struct EventChunk {
+    events: Vec<EncodedEvent>,
+    last: StreamPosition,
+    first_ms: u64,
+}
+
+/// Like [`read_chunks`], keeping whole events so they can be sorted by customer.
+fn read_event_chunks(
+    ring: &EventRing,
+    mut cursor: StreamPosition,
+    until: StreamPosition,
+    chunks: &mut Vec<EventChunk>,
+) -> bool {
+    loop {
+        let mut events = Vec::new();
+        match ring.read_events(cursor, until, CHUNK_EVENTS, CHUNK_BYTES, &mut events) {
+            RingRead::Behind => return false,
+            RingRead::UpToDate => return true,
+            RingRead::Events { last, first_ms, .. } => {
+                cursor = last;
+                chunks.push(EventChunk { events, last, first_ms });
+            }
+        }
+    }
+}
+
+/// Writes each customer's events of `chunk` to that customer's group, in order; customers
+/// without parked connections cost a map lookup.
+async fn write_by_customer(
+    groups: &mut HashMap<Arc<str>, Group>,
+    chunk: &EventChunk,
+    now: Instant,
+    writes: &mut usize,
+    metrics: &Metrics,
+) {
+    let mut frames_of: HashMap<&str, Vec<Bytes>> = HashMap::new();
+    for event in &chunk.events {
+        if groups.contains_key(&*event.customer_id) {
+            frames_of
+                .entry(&event.customer_id)
+                .or_default()
+                .push(event.frame.clone());
+        }
+    }
+    for (customer, mut frames) in frames_of {
+        let Some(group) = groups.get_mut(customer) else {
+            continue;
+        };
+        let events = frames.len() as u64;
+        let own = Chunk {
+            bytes: join(&mut frames),
+            last: chunk.last,
+            events,
+        };
+        write_to_members(&mut group.members, &own, writes, metrics).await;
+        group.last_write = now;
+    }
+}
+
 /// Writes one chunk to every member; members whose socket is full or failed are handed back.
-async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, metrics: &Metrics) {
+/// `writes` counts across calls so a round yields to the scheduler every few hundred writes.
+async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, writes: &mut usize, metrics: &Metrics) {
     let mut index = 0;
-    let mut writes = 0;
     let mut delivered = 0;
     while index < members.len() {
-        writes += 1;
-        if writes % WRITES_PER_YIELD == 0 {
+        *writes += 1;
+        if *writes % WRITES_PER_YIELD == 0 {
             tokio::task::yield_now().await;
         }
         let member = &members[index];

@@ -14,7 +14,7 @@ use order_events::server::{Interceptor, RequestHead};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, sleep_until_opt};
 use crate::fan_out::{FanOut, Handoff};
 use crate::routes::{GatewayState, StreamQuery, open_delivery};
 
@@ -42,10 +42,18 @@ impl Interceptor for SseFastPath {
 impl SseFastPath {
     async fn handle(&self, mut stream: TcpStream, head: RequestHead) {
         let started = Instant::now();
-        let opened = match parse_query(head.query()) {
-            Ok(query) => open_delivery(&self.state, &header_map(&head), query).await,
-            Err(problem) => Err(problem),
+        let headers = header_map(&head);
+        let grant = self
+            .state
+            .auth
+            .authenticate(&headers, head.query())
+            .and_then(|principal| principal.read_grant())
+            .map_err(|error| error.problem());
+        let opened = match (grant, parse_query(head.query())) {
+            (Err(problem), _) | (_, Err(problem)) => Err(problem),
+            (Ok(grant), Ok(query)) => open_delivery(&self.state, &headers, query, grant).await,
         };
+        let cors = self.state.cors.head_lines(head.header("origin"));
         let status = match &opened {
             Ok(_) => 200,
             Err(problem) => problem.status,
@@ -60,9 +68,9 @@ impl SseFastPath {
             .with_label_values(&["GET", STREAM_PATH])
             .observe(started.elapsed().as_secs_f64());
         match opened {
-            Ok(delivery) => write_events(stream, delivery, self.fan_out.clone()).await,
+            Ok(delivery) => write_events(stream, delivery, self.fan_out.clone(), &cors).await,
             Err(problem) => {
-                let _ = stream.write_all(&problem_response(&problem)).await;
+                let _ = stream.write_all(&problem_response(&problem, &cors)).await;
                 let _ = stream.shutdown().await;
             }
         }
@@ -91,13 +99,16 @@ fn header_map(head: &RequestHead) -> HeaderMap {
 /// Writes the stream until it ends, the client goes away, or a write fails. While the stream
 /// is caught up it is parked in the fan-out, which writes new events straight into the socket;
 /// this task then only waits for the client to leave or the fan-out to hand the stream back.
-async fn write_events(stream: TcpStream, mut delivery: Delivery, fan_out: Option<Arc<FanOut>>) {
+async fn write_events(stream: TcpStream, mut delivery: Delivery, fan_out: Option<Arc<FanOut>>, cors: &str) {
     // The head and the `retry:` hint leave in one write.
     let Some(first) = delivery.next_chunk().await else {
         return;
     };
-    let mut opening = Vec::with_capacity(HEAD.len() + first.len());
-    opening.extend_from_slice(HEAD);
+    let mut opening = Vec::with_capacity(HEAD.len() + cors.len() + first.len());
+    // The CORS lines go before the blank line that ends the head.
+    opening.extend_from_slice(&HEAD[..HEAD.len() - 2]);
+    opening.extend_from_slice(cors.as_bytes());
+    opening.extend_from_slice(b"\r\n");
     opening.extend_from_slice(&first);
     let stream = Arc::new(stream);
     if write_all(&stream, &opening).await.is_err() {
@@ -120,12 +131,21 @@ async fn stream_events(stream: &Arc<TcpStream>, delivery: &mut Delivery, fan_out
     let mut client_gone = std::pin::pin!(client_gone(stream));
     let mut may_park = true;
     loop {
-        if let (true, Some(fan_out), Some(cursor)) = (may_park, &fan_out, delivery.parkable_cursor()) {
-            if let Some(parked) = fan_out.park(cursor, stream.clone()) {
+        if let (true, Some(fan_out), Some((cursor, customer))) = (may_park, &fan_out, delivery.parkable()) {
+            if let Some(parked) = fan_out.park(cursor, customer, stream.clone()) {
+                let expiry = delivery.expires_at();
                 let handoff = tokio::select! {
                     biased;
                     handoff = parked.slot().handed_back() => handoff,
                     _ = &mut client_gone => return false,
+                    // The token ran out: the writer hands the stream back and this task ends it.
+                    _ = sleep_until_opt(expiry) => {
+                        parked.recall();
+                        tokio::select! {
+                            handoff = parked.slot().handed_back() => handoff,
+                            _ = &mut client_gone => return false,
+                        }
+                    }
                 };
                 drop(parked);
                 match handoff {
@@ -187,7 +207,7 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn problem_response(problem: &Problem) -> Vec<u8> {
+fn problem_response(problem: &Problem, cors: &str) -> Vec<u8> {
     let body = serde_json::to_string(problem).unwrap_or_default();
     let reason = axum::http::StatusCode::from_u16(problem.status)
         .ok()
@@ -197,8 +217,14 @@ fn problem_response(problem: &Problem) -> Vec<u8> {
         .retry_after_secs
         .map(|s| format!("retry-after: {s}\r\n"))
         .unwrap_or_default();
+    let extra: String = problem
+        .extra_headers()
+        .iter()
+        .filter(|(_, value)| !value.contains(['\r', '\n']))
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncache-control: no-store\r\n{retry_after}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncache-control: no-store\r\n{retry_after}{extra}{cors}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         problem.status,
         order_events::problem::CONTENT_TYPE,
         body.len()

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use order_events::auth::{Authenticator, Grant, ReadAccess};
+use order_events::cors::Cors;
 use order_events::domain::MAX_CUSTOMER_ID_CHARS;
 use order_events::position::StreamPosition;
 use order_events::problem::Problem;
@@ -26,6 +28,14 @@ pub struct GatewayState {
     pub replay_window: Duration,
     pub connections: Arc<Semaphore>,
     pub stop: CancellationToken,
+    pub auth: Arc<Authenticator>,
+    pub cors: Arc<Cors>,
+}
+
+impl FromRef<GatewayState> for Arc<Authenticator> {
+    fn from_ref(state: &GatewayState) -> Self {
+        state.auth.clone()
+    }
 }
 
 pub fn router(state: GatewayState) -> Router {
@@ -82,13 +92,14 @@ fn start_from(headers: &HeaderMap, query: &StreamQuery) -> Result<Start, Problem
 
 async fn stream(
     State(state): State<GatewayState>,
+    ReadAccess(grant): ReadAccess,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
         return Problem::bad_request("the query string is malformed").into_response();
     };
-    let delivery = match open_delivery(&state, &headers, query).await {
+    let delivery = match open_delivery(&state, &headers, query, grant).await {
         Ok(delivery) => delivery,
         Err(problem) => return problem.into_response(),
     };
@@ -102,8 +113,15 @@ async fn stream(
 }
 
 /// Checks a stream request and opens its delivery at the position it asks for: the one place
-/// both the hyper route and the fast path start a stream.
-pub async fn open_delivery(state: &GatewayState, headers: &HeaderMap, query: StreamQuery) -> Result<Delivery, Problem> {
+/// both the hyper route and the fast path start a stream. `grant` is what the caller's token
+/// may read: a token confined to one customer gets only that customer's events, whatever the
+/// start position.
+pub async fn open_delivery(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    query: StreamQuery,
+    grant: Grant,
+) -> Result<Delivery, Problem> {
     let start = start_from(headers, &query)?;
     if let Some(customer) = &query.customer_id {
         if customer.is_empty() || customer.chars().count() > MAX_CUSTOMER_ID_CHARS {
@@ -111,7 +129,14 @@ pub async fn open_delivery(state: &GatewayState, headers: &HeaderMap, query: Str
                 "customerId must be 1 to {MAX_CUSTOMER_ID_CHARS} characters"
             )));
         }
+        if !grant.covers(customer) {
+            return Err(grant.other_customer().problem());
+        }
     }
+    let filter: Option<Arc<str>> = grant
+        .customer
+        .clone()
+        .or_else(|| query.customer_id.as_deref().map(Arc::from));
     if state.stop.is_cancelled() {
         return Err(Problem::unavailable("this instance is shutting down; reconnect"));
     }
@@ -141,7 +166,10 @@ pub async fn open_delivery(state: &GatewayState, headers: &HeaderMap, query: Str
         state.settings.clone(),
         cursor,
         resumed,
-        query.customer_id,
+        Grant {
+            customer: filter,
+            expires_at: grant.expires_at,
+        },
         state.stop.clone(),
         OpenConnection::new(permit, state.settings.metrics.clone()),
     ))

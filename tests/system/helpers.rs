@@ -23,7 +23,8 @@ pub struct TestApp {
 /// Starts the combined binary's application with `--listen 127.0.0.1:0` plus `args`.
 pub async fn spawn_app(args: &[&str]) -> TestApp {
     let mut argv = vec!["sse-orders", "--listen", "127.0.0.1:0"];
-    for (flag, default) in [("--drain-delay", "0s"), ("--shutdown-grace", "2s")] {
+    // Auth is off unless a test turns it on: the combined binary's default, stated explicitly.
+    for (flag, default) in [("--drain-delay", "0s"), ("--shutdown-grace", "2s"), ("--auth", "none")] {
         if !args.contains(&flag) {
             argv.extend([flag, default]);
         }
@@ -143,12 +144,17 @@ impl TestApp {
 /// Opens `GET /api/order/stream` on a raw socket with a small receive buffer, so the server's
 /// writes fill it quickly when the socket is not read; returns it after the response head.
 pub async fn open_raw_stream(addr: SocketAddr, receive_buffer: u32) -> tokio::net::TcpStream {
+    open_raw_stream_at(addr, receive_buffer, "/api/order/stream").await
+}
+
+/// Like [`open_raw_stream`] for another request target (a query string, a token).
+pub async fn open_raw_stream_at(addr: SocketAddr, receive_buffer: u32, target: &str) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(receive_buffer).expect("SO_RCVBUF");
     let mut stream = socket.connect(addr).await.expect("connect");
     stream
-        .write_all(b"GET /api/order/stream HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n")
+        .write_all(format!("GET {target} HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n").as_bytes())
         .await
         .expect("request");
     let mut head = [0u8; 64];

@@ -2,6 +2,7 @@
 //! over HTTP like any client.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod catalogue;
 mod delivery;
 mod helpers;

@@ -37,6 +37,8 @@ impl Gateway {
                     ("--drain-delay", "0s"),
                     ("--shutdown-grace", "2s"),
                     ("--reconnect-delay", "100ms"),
+                    // These tests are about delivery, not access: the services run without auth.
+                    ("--auth", "none"),
                 ]
                 .into_iter()
                 .filter(|(flag, _)| !args.contains(flag))
@@ -127,6 +129,9 @@ impl OrderApi {
             "--drain-delay",
             "0s",
         ];
+        if !args.contains(&"--auth") {
+            argv.extend(["--auth", "none"]);
+        }
         argv.extend_from_slice(args);
         let config = order_api::Config::try_parse_from(argv).expect("order-api configuration");
         let lifecycle = Lifecycle::new();
