@@ -190,13 +190,13 @@ async fn list_orders(State(state): State<ApiState>, ReadAccess(grant): ReadAcces
                 }
             }
             match state.store.snapshot(&query).await {
-            Ok(snapshot) => {
-                let mut response = axum::Json(snapshot).into_response();
-                response
-                    .headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                response
-            }
+                Ok(snapshot) => {
+                    let mut response = axum::Json(snapshot).into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    response
+                }
                 Err(error) => store_failure(error),
             }
         }
