@@ -54,17 +54,7 @@ async fn snapshots_taken_while_orders_are_created_plus_the_stream_miss_and_doubl
             .collect();
         let mut sse = app.open_stream(Some(&position), "").await;
         if position.parse::<order_events::StreamPosition>().unwrap() < newest {
-            let until = deadline(20);
-            loop {
-                let (id, event, data) = sse.next_event(until).await.expect("the stream continues");
-                assert_eq!(event, "order-created", "{data}");
-                let id = id.unwrap();
-                let last = id == newest.to_string();
-                seen.push(id);
-                if last {
-                    break;
-                }
-            }
+            seen.extend(sse.order_ids_through(&newest.to_string(), deadline(20)).await);
         }
         let unique: HashSet<&String> = seen.iter().collect();
         assert_eq!(unique.len(), seen.len(), "nothing doubled after position {position}");

@@ -141,6 +141,22 @@ impl SseClient {
         }
     }
 
+    /// Reads order events up to and including the one with id `last`, returning their ids;
+    /// panics on any other event or when the stream ends before `deadline`.
+    pub async fn order_ids_through(&mut self, last: &str, deadline: Instant) -> Vec<String> {
+        let mut ids = Vec::new();
+        loop {
+            let (id, event, data) = self.next_event(deadline).await.expect("the stream continues");
+            assert_eq!(event, "order-created", "{data}");
+            let id = id.expect("an order event has an id");
+            let done = id == last;
+            ids.push(id);
+            if done {
+                return ids;
+            }
+        }
+    }
+
     /// Reads order events until `count` arrived; panics on timeout with what was read.
     pub async fn collect_orders(&mut self, count: usize, within: Duration) -> Vec<(String, Value)> {
         let deadline = Instant::now() + within;

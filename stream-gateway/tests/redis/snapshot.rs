@@ -71,16 +71,7 @@ async fn snapshots_taken_while_orders_are_created_plus_the_stream_miss_and_doubl
         if position.parse::<StreamPosition>().unwrap() < newest {
             let mut sse = open_stream(&client, &gateway.url("/api/order/stream"), Some(&position)).await;
             let until = Instant::now() + Duration::from_secs(20);
-            loop {
-                let (id, event, data) = sse.next_event(until).await.expect("the stream continues");
-                assert_eq!(event, "order-created", "{data}");
-                let id = id.unwrap();
-                let last = id == newest.to_string();
-                seen.push(id);
-                if last {
-                    break;
-                }
-            }
+            seen.extend(sse.order_ids_through(&newest.to_string(), until).await);
         }
         let unique: HashSet<&String> = seen.iter().collect();
         assert_eq!(unique.len(), seen.len(), "nothing doubled after position {position}");
