@@ -104,16 +104,7 @@ async fn a_draining_gateway_keeps_every_stream_fed_until_it_closes_it() {
         .map(|_| tokio::spawn(follow(client.clone(), urls.clone(), start.clone(), want.clone())))
         .collect();
     crate::helpers::eventually(Duration::from_secs(60), "every client connected", || async {
-        let text = client
-            .get(draining.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .any(|line| line == format!("sse_orders_sse_connections {CLIENTS}"))
+        draining.metric(&client, "sse_orders_sse_connections").await == CLIENTS as f64
     })
     .await;
 

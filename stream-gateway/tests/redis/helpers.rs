@@ -20,6 +20,21 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The current value of a metric sample (`name` with its labels), 0 when absent.
+    pub async fn metric(&self, client: &reqwest::Client, name: &str) -> f64 {
+        let text = client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
     /// Starts `stream-gateway --redis-url <url> --listen 127.0.0.1:0 <args>` and waits for the
     /// line that says where it listens.
     pub fn spawn(redis_url: &str, args: &[&str]) -> Gateway {

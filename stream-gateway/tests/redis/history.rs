@@ -228,20 +228,6 @@ async fn a_fresh_and_a_long_running_gateway_answer_every_cursor_alike() {
     }
 }
 
-async fn metric(client: &reqwest::Client, gateway: &Gateway, name: &str) -> f64 {
-    let text = client
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_mode_a_cursor_redis_refuses_ends_the_stream_instead_of_polling_forever() {
     let redis = RedisServer::start();
@@ -263,5 +249,10 @@ async fn poll_mode_a_cursor_redis_refuses_ends_the_stream_instead_of_polling_for
         sse.has_ended(),
         "the stream ends instead of polling a refused cursor forever"
     );
-    assert!(metric(&client, &gateway, "sse_orders_cursor_errors_total{action=\"close\"}").await >= 1.0);
+    assert!(
+        gateway
+            .metric(&client, "sse_orders_cursor_errors_total{action=\"close\"}")
+            .await
+            >= 1.0
+    );
 }
