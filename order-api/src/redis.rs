@@ -6,7 +6,7 @@ use order_events::config::EventStoreArgs;
 use order_events::metrics::Metrics;
 use order_events::order_store::OrderStore;
 use order_events::order_store::redis::RedisOrderStore;
-use order_events::redis_client::{RedisSettings, RetentionSettings};
+use order_events::redis::{RedisSettings, RetentionSettings};
 
 use crate::config::OrderApiArgs;
 

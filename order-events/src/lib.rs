@@ -10,7 +10,8 @@
 //! - [`ring`]: `EventRing`, the bounded window of recent events readers wait on.
 //! - [`event_log`]: the `EventLog` trait with its `memory` and `redis` backends.
 //! - [`order_store`]: the `OrderStore` trait (order + event + idempotency key, atomically).
-//! - [`redis_client`]: fred clients, key names, Lua scripts and retention for the Redis backends.
+//! - [`redis`]: Redis settings, key names, fred connections and the Lua scripts (`redis/scripts/*.lua`)
+//!   the Redis backends share.
 //! - [`problem`]: the one `application/problem+json` error body.
 //! - [`strict_json`]: request bodies parsed with repeated keys refused.
 //! - [`config`]: flag groups both binaries flatten into their clap config.
@@ -31,7 +32,7 @@ pub mod ops;
 pub mod order_store;
 pub mod position;
 pub mod problem;
-pub mod redis_client;
+pub mod redis;
 pub mod ring;
 pub mod server;
 pub mod shutdown;

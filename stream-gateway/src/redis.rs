@@ -5,7 +5,7 @@ use std::sync::Arc;
 use order_events::config::EventStoreArgs;
 use order_events::event_log::redis::RedisEventLog;
 use order_events::metrics::Metrics;
-use order_events::redis_client::RedisSettings;
+use order_events::redis::RedisSettings;
 
 pub async fn connect(url: &str, store: &EventStoreArgs, metrics: Arc<Metrics>) -> anyhow::Result<Arc<RedisEventLog>> {
     let settings = RedisSettings {

@@ -15,72 +15,10 @@ use super::{CursorCheck, EventLog, LogError, LogPage, Lost};
 use crate::domain::OrderCreated;
 use crate::frame::EncodedEvent;
 use crate::position::{Epoch, StreamPosition};
-use crate::redis_client::{
-    Failure, LuaScript, RedisConnection, RedisSettings, RetentionSettings, StreamKeys, append_args, position,
-    retention_lua, text, wait_until_connected,
+use crate::redis::scripts::{APPEND, LAST_POSITION, READ_AFTER, RENEW_EPOCH, SERVER_TIME, append_args};
+use crate::redis::{
+    Failure, RedisConnection, RedisSettings, RetentionSettings, StreamKeys, position, text, wait_until_connected,
 };
-
-/// XADD one event and apply retention, unless Redis' clock is past the caller's deadline.
-/// KEYS: stream, trim marker, epoch. ARGV: deadline ms, max_len, max_age ms, data, customer,
-/// traceparent, epoch to record if the stream has none.
-static APPEND: LuaScript = LuaScript::new(concat!(
-    retention_lua!(),
-    r#"
-local now_ms = server_now_ms()
-if now_ms > tonumber(ARGV[1]) then return expired(now_ms) end
-ensure_epoch(KEYS[3], ARGV[7])
-local id = redis.call('XADD', KEYS[1], '*', unpack(event_fields(ARGV[4], ARGV[5], ARGV[6])))
-apply_retention(KEYS[1], KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms)
-return {'appended', id}
-"#
-));
-
-/// The trim marker, the entries after a position, the epoch and whether the position is an
-/// entry of this stream (else the newest entry before it), read atomically: read apart, a trim
-/// or a failover in between would hide lost events or report a loss that did not happen.
-/// KEYS: stream, trim marker, epoch. ARGV: after id, count, '1' to read entries ('0': only
-/// check the position; `(` of the largest id is not a valid range start).
-static READ_AFTER: LuaScript = LuaScript::new(
-    r#"
-local entries = false
-if ARGV[3] == '1' then
-  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-end
-local held = #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0
-local before = false
-if not held then
-  local newest = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 1)
-  if #newest > 0 then before = newest[1][1] end
-end
-return {redis.call('GET', KEYS[2]), entries, redis.call('GET', KEYS[3]), held and 1 or 0, before}
-"#,
-);
-
-/// Replaces the epoch unless someone else already did. KEYS: epoch. ARGV: the epoch seen ('' for
-/// none), the new one. Returns the epoch in force.
-static RENEW_EPOCH: LuaScript = LuaScript::new(
-    r#"
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then return current end
-redis.call('SET', KEYS[1], ARGV[2])
-return ARGV[2]
-"#,
-);
-
-/// The stream's last generated id, which stays put when entries are trimmed; nil without a stream.
-static LAST_POSITION: LuaScript = LuaScript::new(
-    r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then return info[i + 1] end
-end
-return redis.error_reply('XINFO STREAM did not report last-generated-id')
-"#,
-);
-
-/// Redis' clock, read on the node that holds the stream (its ids are stamped with it).
-static SERVER_TIME: LuaScript = LuaScript::new("return redis.call('TIME')");
 
 pub struct RedisEventLog {
     redis: RedisConnection,

@@ -11,7 +11,7 @@ use order_events::event_log::memory::MemoryLog;
 use order_events::event_log::redis::RedisEventLog;
 use order_events::event_log::{CursorCheck, EventLog, LogPage, Lost};
 use order_events::frame::EncodedEvent;
-use order_events::redis_client::RedisSettings;
+use order_events::redis::RedisSettings;
 
 use crate::helpers::{RedisServer, event, keep_last, settings};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use order_events::domain::{Order, OrderCreated, OrderRequest};
 use order_events::order_store::{IdempotencyKey, NewOrder, request_fingerprint};
-use order_events::redis_client::{DEFAULT_STREAM_KEY, RedisSettings, RetentionSettings};
+use order_events::redis::{DEFAULT_STREAM_KEY, RedisSettings, RetentionSettings};
 pub use order_events::testing::{RedisServer, Sentinel, eventually};
 use serde_json::json;
 use time::OffsetDateTime;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use order_events::StreamPosition;
 use order_events::event_log::redis::RedisEventLog;
 use order_events::event_log::{CursorCheck, EventLog};
-use order_events::redis_client::RetentionSettings;
+use order_events::redis::RetentionSettings;
 
 use crate::helpers::{RedisServer, cli_bytes, event, eventually, keep_last, settings};
 

@@ -10,7 +10,7 @@ use order_events::event_log::EventLog;
 use order_events::event_log::redis::RedisEventLog;
 use order_events::order_store::redis::RedisOrderStore;
 use order_events::order_store::{CreateOutcome, OrderStore, StoreError};
-use order_events::redis_client::RetentionSettings;
+use order_events::redis::RetentionSettings;
 
 use crate::helpers::{RedisServer, eventually, keep_last, new_order, settings};
 

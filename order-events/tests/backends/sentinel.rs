@@ -7,7 +7,7 @@ use order_events::event_log::EventLog;
 use order_events::event_log::redis::RedisEventLog;
 use order_events::order_store::redis::RedisOrderStore;
 use order_events::order_store::{CreateOutcome, OrderStore};
-use order_events::redis_client::RetentionSettings;
+use order_events::redis::RetentionSettings;
 
 use crate::helpers::{RedisServer, Sentinel, new_order, settings};
 
