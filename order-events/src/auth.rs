@@ -562,19 +562,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The query string with the `access_token` parameter's value replaced, for anything that
-/// records request targets.
-pub fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some(("access_token", _)) => "access_token=REDACTED",
-            _ => pair,
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 fn authenticate_parts<S>(parts: &Parts, state: &S) -> Result<Principal, AuthError>
 where
     Arc<Authenticator>: FromRef<S>,

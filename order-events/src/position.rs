@@ -144,10 +144,6 @@ pub struct PositionClock {
 }
 
 impl PositionClock {
-    pub fn starting_after(last: StreamPosition) -> Self {
-        Self { last }
-    }
-
     pub fn next(&mut self, now_ms: u64) -> StreamPosition {
         let next = if now_ms > self.last.ms {
             StreamPosition::new(now_ms, 0)
@@ -156,10 +152,6 @@ impl PositionClock {
         };
         self.last = next;
         next
-    }
-
-    pub fn last(&self) -> StreamPosition {
-        self.last
     }
 }
 
