@@ -188,3 +188,23 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_carries_the_answers_headers_then_cors_then_its_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/problem+json"));
+        headers.insert("retry-after", HeaderValue::from_static("2"));
+        let head = http1_head(StatusCode::SERVICE_UNAVAILABLE, &headers, "vary: origin\r\n", Some(12));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 2\r\n\
+             vary: origin\r\ncontent-length: 12\r\nconnection: close\r\n\r\n"
+        );
+        let head = http1_head(StatusCode::OK, &HeaderMap::new(), "", None);
+        assert_eq!(head, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
+    }
+}
