@@ -8,9 +8,10 @@
 //! - [`delivery`]: one connection's cursor and the loop that writes its stream.
 //! - [`routes`]: the stream as hyper serves it (HTTP/2, and HTTP/1.1 after a connection's first
 //!   request) and the demo page.
-//! - [`fast_path`]: the stream served straight on the socket to HTTP/1.1 clients; it is the
-//!   [`Interceptor`](order_events::server::Interceptor) that `order_events::server` offers each
-//!   connection's first request head before hyper.
+//! - [`fast_path`]: the stream served straight on the socket to HTTP/1.1 clients. It plugs into
+//!   `order_events::server` as its [`Interceptor`](order_events::server::Interceptor) (`app`
+//!   passes it to `Server::bind`): the server offers it each connection's first request head
+//!   before hyper sees the connection.
 //! - [`fan_out`]: one writer that puts each new event into every caught-up fast-path socket,
 //!   grouped by the customer a stream may see.
 //! - [`redis`]: connecting the Redis event log.
