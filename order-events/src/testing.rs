@@ -4,10 +4,12 @@ mod polling;
 mod redis_server;
 mod sentinel;
 mod sse_client;
+mod transport;
 mod writer;
 
 pub use polling::eventually;
 pub use redis_server::{RedisServer, free_port};
 pub use sentinel::Sentinel;
 pub use sse_client::{Sse, SseClient};
+pub use transport::Transport;
 pub use writer::post_order;

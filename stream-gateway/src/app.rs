@@ -24,7 +24,8 @@ use crate::delivery::DeliverySettings;
 use crate::fan_out::FanOut;
 use crate::fast_path::SseFastPath;
 use crate::feed::Feed;
-use crate::routes::{GatewayState, router};
+use crate::opening::GatewayState;
+use crate::routes::router;
 
 /// Ready while the log answers and, in hub mode, the tail reader follows it.
 pub struct FeedReady(pub Arc<Feed>);

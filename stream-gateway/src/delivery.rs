@@ -364,7 +364,7 @@ impl Delivery {
                         if count == 0 {
                             return Ok(Step::Again);
                         }
-                        record_delivery(&self.settings.metrics, count, first_ms);
+                        record_delivery(&self.settings.metrics, 1, count as u64, first_ms);
                         Ok(Step::Chunk(join(&mut self.batch)))
                     }
                     RingRead::UpToDate => Ok(Step::Idle),
@@ -460,7 +460,7 @@ impl Delivery {
             }
         }
         if count > 0 {
-            record_delivery(&self.settings.metrics, count, first_ms);
+            record_delivery(&self.settings.metrics, 1, count as u64, first_ms);
         }
         if chunk.is_empty() {
             if page.events.is_empty() {
@@ -481,10 +481,25 @@ pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn record_delivery(metrics: &Metrics, count: usize, first_ms: u64) {
-    metrics.events_delivered.inc_by(count as u64);
-    let lag_ms = wall_clock_ms().saturating_sub(first_ms);
-    metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
+/// Counts one write of `events` events to each of `clients` connections, and observes the
+/// delivery lag once per connection written: how long ago the oldest of those events was
+/// created. Each transport's writer calls this, so the histogram means the same on both.
+pub(crate) fn record_delivery(metrics: &Metrics, clients: u64, events: u64, oldest_ms: u64) {
+    if clients == 0 || events == 0 {
+        return;
+    }
+    metrics.events_delivered.inc_by(clients * events);
+    let lag = wall_clock_ms().saturating_sub(oldest_ms) as f64 / 1000.0;
+    if clients == 1 {
+        metrics.delivery_lag.observe(lag);
+        return;
+    }
+    // A fan-out round writes thousands of sockets: one flush instead of an atomic update each.
+    let local = metrics.delivery_lag.local();
+    for _ in 0..clients {
+        local.observe(lag);
+    }
+    local.flush();
 }
 
 /// One frame is passed on as is (shared, no copy); several are coalesced into one write.

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use order_events::event_log::memory::wall_clock_ms;
 use order_events::frame::EncodedEvent;
 use order_events::frame::HEARTBEAT;
 use order_events::metrics::Metrics;
@@ -28,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{join, sleep_until_opt};
+use crate::delivery::{join, record_delivery, sleep_until_opt};
 
 /// Bytes of events written to a connection in one `write`.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -209,6 +208,8 @@ struct Chunk {
     bytes: Bytes,
     last: StreamPosition,
     events: u64,
+    /// When its oldest event was created, for the delivery lag.
+    oldest_ms: u64,
 }
 
 enum Written {
@@ -292,7 +293,7 @@ impl FanOut {
                 _ = sleep_until_opt(purge_at) => {}
                 _ = tokio::time::sleep_until(next_beat) => {
                     let now = Instant::now();
-                    let beat = Chunk { bytes: HEARTBEAT, last: cursor, events: 0 };
+                    let beat = Chunk { bytes: HEARTBEAT, last: cursor, events: 0, oldest_ms: 0 };
                     let mut writes = 0;
                     for group in members.groups_mut() {
                         if group.last_write + heartbeat <= now {
@@ -355,6 +356,7 @@ impl FanOut {
                                 bytes: join(&mut frames),
                                 last: chunk.last,
                                 events: chunk.events.len() as u64,
+                                oldest_ms: chunk.first_ms,
                             };
                             write_to_members(&mut members.all.members, &all, &mut writes, &self.metrics).await;
                             members.all.last_write = now;
@@ -366,7 +368,6 @@ impl FanOut {
                     members.by_customer.retain(|_, group| !group.members.is_empty());
                     if let Some(chunk) = chunks.last() {
                         cursor = chunk.last;
-                        record_lag(&self.metrics, chunk.first_ms);
                     }
                 } else {
                     members.hand_back_all(cursor, &self.metrics);
@@ -441,9 +442,9 @@ impl FanOut {
             let mut refused = None;
             for chunk in chunks.iter().filter(|chunk| !chunk.bytes.is_empty()) {
                 match write_chunk(&joiner.member.stream, chunk) {
-                    Ok(Written::All) => record_delivered(&self.metrics, chunk.events),
+                    Ok(Written::All) => record_delivery(&self.metrics, 1, chunk.events, chunk.oldest_ms),
                     Ok(Written::Short(handoff)) => {
-                        record_delivered(&self.metrics, chunk.events);
+                        record_delivery(&self.metrics, 1, chunk.events, chunk.oldest_ms);
                         refused = Some(handoff);
                         break;
                     }
@@ -484,12 +485,13 @@ fn read_chunks(
         match ring.read_range(cursor, until, CHUNK_EVENTS, CHUNK_BYTES, customer, &mut frames) {
             RingRead::Behind => return false,
             RingRead::UpToDate => return true,
-            RingRead::Events { count, last, .. } => {
+            RingRead::Events { count, last, first_ms } => {
                 cursor = last;
                 chunks.push(Chunk {
                     bytes: join(&mut frames),
                     last,
                     events: count as u64,
+                    oldest_ms: first_ms,
                 });
             }
         }
@@ -532,16 +534,17 @@ async fn write_by_customer(
     writes: &mut usize,
     metrics: &Metrics,
 ) {
-    let mut frames_of: HashMap<&str, Vec<Bytes>> = HashMap::new();
+    let mut frames_of: HashMap<&str, (u64, Vec<Bytes>)> = HashMap::new();
     for event in &chunk.events {
         if groups.contains_key(&*event.customer_id) {
             frames_of
                 .entry(&event.customer_id)
-                .or_default()
+                .or_insert_with(|| (event.position.ms, Vec::new()))
+                .1
                 .push(event.frame.clone());
         }
     }
-    for (customer, mut frames) in frames_of {
+    for (customer, (oldest_ms, mut frames)) in frames_of {
         let Some(group) = groups.get_mut(customer) else {
             continue;
         };
@@ -550,6 +553,7 @@ async fn write_by_customer(
             bytes: join(&mut frames),
             last: chunk.last,
             events,
+            oldest_ms,
         };
         write_to_members(&mut group.members, &own, writes, metrics).await;
         group.last_write = now;
@@ -583,7 +587,7 @@ async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, writes: &mut
             Err(_) => members.swap_remove(index).hand_back(Handoff::Failed, metrics),
         }
     }
-    record_delivered(metrics, chunk.events * delivered);
+    record_delivery(metrics, delivered, chunk.events, chunk.oldest_ms);
 }
 
 /// One `write`; what it could not take is handed back with the chunk's last position.
@@ -600,15 +604,4 @@ fn write_chunk(stream: &TcpStream, chunk: &Chunk) -> io::Result<Written> {
         })),
         Err(error) => Err(error),
     }
-}
-
-fn record_delivered(metrics: &Metrics, events: u64) {
-    if events > 0 {
-        metrics.events_delivered.inc_by(events);
-    }
-}
-
-fn record_lag(metrics: &Metrics, first_ms: u64) {
-    let lag_ms = wall_clock_ms().saturating_sub(first_ms);
-    metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
 }

@@ -7,21 +7,15 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use futures_util::future::BoxFuture;
-use order_events::problem::Problem;
 use order_events::server::{Interceptor, RequestHead};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::delivery::{Delivery, sleep_until_opt};
 use crate::fan_out::{FanOut, Handoff};
-use crate::routes::{GatewayState, StreamQuery, open_delivery};
-
-pub const STREAM_PATH: &str = "/api/order/stream";
-
-const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
-x-accel-buffering: no\r\nconnection: close\r\n\r\n";
+use crate::opening::{Answer, AnswerBody, GatewayState, STREAM_PATH};
 
 pub struct SseFastPath {
     pub state: GatewayState,
@@ -42,48 +36,41 @@ impl Interceptor for SseFastPath {
 impl SseFastPath {
     async fn handle(&self, mut stream: TcpStream, head: RequestHead) {
         let started = Instant::now();
-        let headers = header_map(&head);
-        let grant = self
-            .state
-            .auth
-            .authenticate(&headers, head.query())
-            .and_then(|principal| principal.read_grant())
-            .map_err(|error| error.problem());
-        let opened = match (grant, parse_query(head.query())) {
-            (Err(problem), _) | (_, Err(problem)) => Err(problem),
-            (Ok(grant), Ok(query)) => open_delivery(&self.state, &headers, query, grant).await,
-        };
+        let answer = Answer::for_request(&self.state, &header_map(&head), head.query()).await;
+        answer.record(&self.state.settings.metrics, started);
         let cors = self.state.cors.head_lines(head.header("origin"));
-        let status = match &opened {
-            Ok(_) => 200,
-            Err(problem) => problem.status,
-        };
-        let metrics = &self.state.settings.metrics;
-        metrics
-            .http_requests
-            .with_label_values(&["GET", STREAM_PATH, &status.to_string()])
-            .inc();
-        metrics
-            .http_request_seconds
-            .with_label_values(&["GET", STREAM_PATH])
-            .observe(started.elapsed().as_secs_f64());
-        match opened {
-            Ok(delivery) => write_events(stream, delivery, self.fan_out.clone(), &cors).await,
-            Err(problem) => {
-                let _ = stream.write_all(&problem_response(&problem, &cors)).await;
+        match answer.body {
+            AnswerBody::Events(delivery) => {
+                let response_head = http1_head(answer.status, &answer.headers, &cors, None);
+                write_events(stream, response_head, delivery, self.fan_out.clone()).await;
+            }
+            AnswerBody::Problem(body) => {
+                let mut response = http1_head(answer.status, &answer.headers, &cors, Some(body.len()));
+                response.extend_from_slice(&body);
+                let _ = stream.write_all(&response).await;
                 let _ = stream.shutdown().await;
             }
         }
     }
 }
 
-fn parse_query(query: Option<&str>) -> Result<StreamQuery, Problem> {
-    let uri: axum::http::Uri = format!("/?{}", query.unwrap_or(""))
-        .parse()
-        .map_err(|_| Problem::bad_request("the query string is malformed"))?;
-    axum::extract::Query::<StreamQuery>::try_from_uri(&uri)
-        .map(|q| q.0)
-        .map_err(|_| Problem::bad_request("the query string is malformed"))
+/// An HTTP/1.1 response head with `headers`, the CORS lines and, for a body of known length,
+/// its `content-length`. The connection closes after the body, which ends a stream's body.
+fn http1_head(status: StatusCode, headers: &HeaderMap, cors: &str, content_length: Option<usize>) -> Vec<u8> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut head = format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).into_bytes();
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(cors.as_bytes());
+    if let Some(length) = content_length {
+        head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
 }
 
 fn header_map(head: &RequestHead) -> HeaderMap {
@@ -99,16 +86,11 @@ fn header_map(head: &RequestHead) -> HeaderMap {
 /// Writes the stream until it ends, the client goes away, or a write fails. While the stream
 /// is caught up it is parked in the fan-out, which writes new events straight into the socket;
 /// this task then only waits for the client to leave or the fan-out to hand the stream back.
-async fn write_events(stream: TcpStream, mut delivery: Delivery, fan_out: Option<Arc<FanOut>>, cors: &str) {
+async fn write_events(stream: TcpStream, mut opening: Vec<u8>, mut delivery: Delivery, fan_out: Option<Arc<FanOut>>) {
     // The head and the `retry:` hint leave in one write.
     let Some(first) = delivery.next_chunk().await else {
         return;
     };
-    let mut opening = Vec::with_capacity(HEAD.len() + cors.len() + first.len());
-    // The CORS lines go before the blank line that ends the head.
-    opening.extend_from_slice(&HEAD[..HEAD.len() - 2]);
-    opening.extend_from_slice(cors.as_bytes());
-    opening.extend_from_slice(b"\r\n");
     opening.extend_from_slice(&first);
     let stream = Arc::new(stream);
     if write_all(&stream, &opening).await.is_err() {
@@ -207,27 +189,22 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn problem_response(problem: &Problem, cors: &str) -> Vec<u8> {
-    let body = serde_json::to_string(problem).unwrap_or_default();
-    let reason = axum::http::StatusCode::from_u16(problem.status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    let retry_after = problem
-        .retry_after_secs
-        .map(|s| format!("retry-after: {s}\r\n"))
-        .unwrap_or_default();
-    let extra: String = problem
-        .extra_headers()
-        .iter()
-        .filter(|(_, value)| !value.contains(['\r', '\n']))
-        .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .collect();
-    format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncache-control: no-store\r\n{retry_after}{extra}{cors}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        problem.status,
-        order_events::problem::CONTENT_TYPE,
-        body.len()
-    )
-    .into_bytes()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_carries_the_answers_headers_then_cors_then_its_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/problem+json"));
+        headers.insert("retry-after", HeaderValue::from_static("2"));
+        let head = http1_head(StatusCode::SERVICE_UNAVAILABLE, &headers, "vary: origin\r\n", Some(12));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 2\r\n\
+             vary: origin\r\ncontent-length: 12\r\nconnection: close\r\n\r\n"
+        );
+        let head = http1_head(StatusCode::OK, &HeaderMap::new(), "", None);
+        assert_eq!(head, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
+    }
 }

@@ -3,19 +3,18 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use order_events::auth::{DevClaims, SCOPE_READ, SCOPE_READ_ALL, SCOPE_WRITE, mint_hs256};
-use order_events::testing::{SseClient, eventually};
+use order_events::testing::{SseClient, Transport, eventually};
 use serde_json::Value;
 
 use crate::helpers::*;
 
 const SECRET: &str = "system-test-secret-system-test-secret";
 
-async fn spawn_with_auth(extra: &[&str]) -> TestApp {
+async fn spawn_with_auth(transport: Transport, extra: &[&str]) -> TestApp {
     let mut args = vec!["--auth", "jwt", "--jwt-secret", SECRET, "--replay-window", "0s"];
     args.extend_from_slice(extra);
-    spawn_app(&args).await
+    spawn_app_over(transport, &args).await
 }
 
 fn token(scopes: &[&str], customer: Option<&str>) -> String {
@@ -54,17 +53,16 @@ async fn assert_problem(response: reqwest::Response, status: u16, challenge: Opt
     assert_eq!(body["status"], status);
 }
 
-async fn stream_with(client: &reqwest::Client, url: String, token: Option<&str>, last: Option<&str>) -> SseClient {
-    let mut request = client.get(url);
+/// Opens `path` over the app's stream transport.
+async fn stream_with(app: &TestApp, path: &str, token: Option<&str>, last: Option<&str>) -> SseClient {
+    let mut request = app.stream_get(path);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
     if let Some(last) = last {
         request = request.header("last-event-id", last);
     }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    SseClient::new(response.bytes_stream().map(|r| r.map_err(|e| e.to_string())).boxed())
+    app.transport.stream(request.send().await.unwrap())
 }
 
 fn ids(events: &[(String, Value)]) -> Vec<String> {
@@ -73,7 +71,7 @@ fn ids(events: &[(String, Value)]) -> Vec<String> {
 
 #[tokio::test]
 async fn creating_orders_needs_orders_write_for_the_tokens_own_customer() {
-    let app = spawn_with_auth(&[]).await;
+    let app = spawn_with_auth(Transport::Http1, &[]).await;
     assert_problem(
         post_order(&app, None, "c-1", "A").await,
         401,
@@ -107,8 +105,8 @@ async fn creating_orders_needs_orders_write_for_the_tokens_own_customer() {
     create(&app, &token(&[SCOPE_WRITE], None), "c-2", "B").await;
     // Nothing refused was stored: a full reader sees exactly the two orders.
     let mut all = stream_with(
-        &app.client,
-        app.url("/api/order/stream?lastEventId=0-0"),
+        &app,
+        "/api/order/stream?lastEventId=0-0",
         Some(&token(&[SCOPE_READ_ALL], None)),
         None,
     )
@@ -117,7 +115,7 @@ async fn creating_orders_needs_orders_write_for_the_tokens_own_customer() {
     assert_eq!(events.len(), 2);
     all.expect_no_event_until(deadline(1)).await;
     // A token that has since expired (past the leeway) is refused.
-    let app_no_leeway = spawn_with_auth(&["--jwt-leeway", "0s"]).await;
+    let app_no_leeway = spawn_with_auth(Transport::Http1, &["--jwt-leeway", "0s"]).await;
     eventually(Duration::from_secs(5), "the short token expires", || {
         let (app, expired) = (&app_no_leeway, expired.clone());
         async move { post_order(app, Some(&expired), "c-1", "A").await.status() == 401 }
@@ -127,7 +125,7 @@ async fn creating_orders_needs_orders_write_for_the_tokens_own_customer() {
 
 #[tokio::test]
 async fn another_customers_order_is_not_found() {
-    let app = spawn_with_auth(&[]).await;
+    let app = spawn_with_auth(Transport::Http1, &[]).await;
     let writer = token(&[SCOPE_WRITE], None);
     let mine = create(&app, &writer, "c-1", "A").await;
     let theirs = create(&app, &writer, "c-2", "B").await;
@@ -172,55 +170,52 @@ fn uuid_like() -> String {
     "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".to_owned()
 }
 
-#[tokio::test]
-async fn a_customer_stream_sees_only_its_orders_through_replay_and_resume() {
-    let app = spawn_app(&["--auth", "jwt", "--jwt-secret", SECRET, "--replay-window", "1h"]).await;
+test_each_transport!(a_customer_stream_sees_only_its_orders_through_replay_and_resume);
+async fn a_customer_stream_sees_only_its_orders_through_replay_and_resume(transport: Transport) {
+    let app = spawn_app_over(
+        transport,
+        &["--auth", "jwt", "--jwt-secret", SECRET, "--replay-window", "1h"],
+    )
+    .await;
     let writer = token(&[SCOPE_WRITE], None);
     let mut created = Vec::new();
     for n in 0..6 {
         created.push(create(&app, &writer, if n % 2 == 0 { "c-1" } else { "c-2" }, &format!("S-{n}")).await);
     }
-    let mut mine: Vec<String> = created
+    let mine: Vec<String> = created
         .iter()
         .filter(|c| c["customerId"] == "c-1")
         .map(|c| c["eventId"].as_str().unwrap().to_owned())
         .collect();
     let c1 = token(&[SCOPE_READ], Some("c-1"));
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    for client in [&app.client, &h2] {
-        // The replay window holds both customers' orders; c-1 gets only its own.
-        let mut replay = stream_with(client, app.url("/api/order/stream"), Some(&c1), None).await;
-        let events = replay.collect_orders(mine.len(), Duration::from_secs(5)).await;
-        assert_eq!(ids(&events), mine);
-        // Resuming from c-2's first event id delivers nothing of c-2's.
-        let theirs = created[1]["eventId"].as_str().unwrap();
-        let mut resumed = stream_with(client, app.url("/api/order/stream"), Some(&c1), Some(theirs)).await;
-        let events = resumed.collect_orders(mine.len() - 1, Duration::from_secs(5)).await;
-        assert_eq!(ids(&events), mine[1..]);
-        // Live events too.
-        let live_c2 = create(&app, &writer, "c-2", "LIVE-2").await;
-        let live_c1 = create(&app, &writer, "c-1", "LIVE-1").await;
-        for stream in [&mut replay, &mut resumed] {
-            let events = stream.collect_orders(1, Duration::from_secs(5)).await;
-            assert_eq!(events[0].0, live_c1["eventId"].as_str().unwrap());
-            assert_eq!(events[0].1, order_of(&live_c1));
-        }
-        let _ = live_c2;
-        replay.expect_no_event_until(deadline(1)).await;
-        mine.push(live_c1["eventId"].as_str().unwrap().to_owned());
+    // The replay window holds both customers' orders; c-1 gets only its own.
+    let mut replay = stream_with(&app, "/api/order/stream", Some(&c1), None).await;
+    let events = replay.collect_orders(mine.len(), Duration::from_secs(5)).await;
+    assert_eq!(ids(&events), mine);
+    // Resuming from c-2's first event id delivers nothing of c-2's.
+    let theirs = created[1]["eventId"].as_str().unwrap();
+    let mut resumed = stream_with(&app, "/api/order/stream", Some(&c1), Some(theirs)).await;
+    let events = resumed.collect_orders(mine.len() - 1, Duration::from_secs(5)).await;
+    assert_eq!(ids(&events), mine[1..]);
+    // Live events too.
+    create(&app, &writer, "c-2", "LIVE-2").await;
+    let live_c1 = create(&app, &writer, "c-1", "LIVE-1").await;
+    for stream in [&mut replay, &mut resumed] {
+        let events = stream.collect_orders(1, Duration::from_secs(5)).await;
+        assert_eq!(events[0].0, live_c1["eventId"].as_str().unwrap());
+        assert_eq!(events[0].1, order_of(&live_c1));
     }
+    replay.expect_no_event_until(deadline(1)).await;
     // Asking for another customer's stream is refused rather than silently narrowed.
     let response = app
-        .client
-        .get(app.url("/api/order/stream?customerId=c-2"))
+        .stream_get("/api/order/stream?customerId=c-2")
         .bearer_auth(&c1)
         .send()
         .await
         .unwrap();
     assert_problem(response, 403, Some("insufficient_scope")).await;
     let response = app
-        .client
-        .get(app.url("/api/order/stream"))
+        .stream_get("/api/order/stream")
         .bearer_auth(token(&[SCOPE_READ], None))
         .send()
         .await
@@ -228,41 +223,32 @@ async fn a_customer_stream_sees_only_its_orders_through_replay_and_resume() {
     assert_problem(response, 403, Some("orders:read:all")).await;
 }
 
-#[tokio::test]
-async fn streams_take_the_token_from_the_query_or_a_cookie_and_refuse_none() {
-    let app = spawn_with_auth(&[]).await;
-    for client in [
-        app.client.clone(),
-        reqwest::Client::builder().http2_prior_knowledge().build().unwrap(),
-    ] {
-        let response = client.get(app.url("/api/order/stream")).send().await.unwrap();
-        assert_problem(response, 401, Some("realm=\"sse-orders\"")).await;
-        let response = client
-            .get(app.url("/api/order/stream?access_token=not-a-token"))
-            .send()
-            .await
-            .unwrap();
-        assert_problem(response, 401, Some("invalid_token")).await;
-    }
-    let c1 = token(&[SCOPE_READ], Some("c-1"));
-    let via_query = app
-        .client
-        .get(app.url(&format!("/api/order/stream?access_token={c1}")))
+test_each_transport!(streams_take_the_token_from_the_query_or_a_cookie_and_refuse_none);
+async fn streams_take_the_token_from_the_query_or_a_cookie_and_refuse_none(transport: Transport) {
+    let app = spawn_with_auth(transport, &[]).await;
+    let response = app.stream_get("/api/order/stream").send().await.unwrap();
+    assert_problem(response, 401, Some("realm=\"sse-orders\"")).await;
+    let response = app
+        .stream_get("/api/order/stream?access_token=not-a-token")
         .send()
         .await
         .unwrap();
-    assert_eq!(via_query.status(), 200);
+    assert_problem(response, 401, Some("invalid_token")).await;
+    let c1 = token(&[SCOPE_READ], Some("c-1"));
+    let via_query = app
+        .stream_get(&format!("/api/order/stream?access_token={c1}"))
+        .send()
+        .await
+        .unwrap();
     let via_cookie = app
-        .client
-        .get(app.url("/api/order/stream"))
+        .stream_get("/api/order/stream")
         .header("cookie", format!("theme=dark; access_token={c1}"))
         .send()
         .await
         .unwrap();
-    assert_eq!(via_cookie.status(), 200);
     let mut clients: Vec<SseClient> = [via_query, via_cookie]
         .into_iter()
-        .map(|r| SseClient::new(r.bytes_stream().map(|r| r.map_err(|e| e.to_string())).boxed()))
+        .map(|response| transport.stream(response))
         .collect();
     let writer = token(&[SCOPE_WRITE], None);
     create(&app, &writer, "c-2", "X").await;
@@ -294,32 +280,35 @@ async fn expect_token_expired(client: &mut SseClient) {
     assert!(client.has_ended());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_ends_with_token_expired_when_its_token_runs_out() {
-    let app = spawn_with_auth(&["--jwt-leeway", "0s"]).await;
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+test_each_transport!(
+    a_stream_ends_with_token_expired_when_its_token_runs_out,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn a_stream_ends_with_token_expired_when_its_token_runs_out(transport: Transport) {
+    let app = spawn_with_auth(transport, &["--jwt-leeway", "0s"]).await;
     let short = token_for(&[SCOPE_READ], Some("c-1"), Duration::from_secs(3));
     let short_all = token_for(&[SCOPE_READ_ALL], None, Duration::from_secs(3));
-    // Parked in the fan-out (HTTP/1.1, customer and unfiltered) and on its own task (HTTP/2).
+    // A customer's and an unfiltered stream: over HTTP/1.1 both are parked in the fan-out.
     let mut streams = vec![
-        stream_with(&app.client, app.url("/api/order/stream"), Some(&short), None).await,
-        stream_with(&app.client, app.url("/api/order/stream"), Some(&short_all), None).await,
-        stream_with(&h2, app.url("/api/order/stream"), Some(&short), None).await,
+        stream_with(&app, "/api/order/stream", Some(&short), None).await,
+        stream_with(&app, "/api/order/stream", Some(&short_all), None).await,
     ];
     let long = token(&[SCOPE_READ], Some("c-1"));
-    let mut lasting = stream_with(&app.client, app.url("/api/order/stream"), Some(&long), None).await;
-    eventually(Duration::from_secs(5), "HTTP/1.1 streams park", || async {
-        app.metric("sse_orders_fan_out_parked_connections").await >= 3.0
-    })
-    .await;
+    let mut lasting = stream_with(&app, "/api/order/stream", Some(&long), None).await;
+    if transport == Transport::Http1 {
+        eventually(Duration::from_secs(5), "HTTP/1.1 streams park", || async {
+            app.metric("sse_orders_fan_out_parked_connections").await >= 3.0
+        })
+        .await;
+    }
     let created = create(&app, &token(&[SCOPE_WRITE], None), "c-1", "BEFORE").await;
     for stream in &mut streams {
         expect_token_expired(stream).await;
     }
     // Reconnecting with the expired token is a 401, which ends an EventSource for good.
     let response = app
-        .client
-        .get(app.url("/api/order/stream"))
+        .stream_get("/api/order/stream")
         .bearer_auth(&short)
         .send()
         .await
@@ -335,7 +324,7 @@ async fn a_stream_ends_with_token_expired_when_its_token_runs_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customer_streams_in_the_fan_out_get_exactly_their_events_in_order_even_when_slow() {
-    let app = spawn_with_auth(&[]).await;
+    let app = spawn_with_auth(Transport::Http1, &[]).await;
     const CUSTOMERS: usize = 4;
     let mut fast = Vec::new();
     let mut slow = Vec::new();
@@ -345,31 +334,19 @@ async fn customer_streams_in_the_fan_out_get_exactly_their_events_in_order_even_
         for _ in 0..2 {
             fast.push((
                 customer,
-                stream_with(&app.client, app.url("/api/order/stream"), Some(&token), None).await,
+                stream_with(&app, "/api/order/stream", Some(&token), None).await,
             ));
         }
         // Also the `customerId` filter of an unrestricted reader.
         let all = crate::auth::token(&[SCOPE_READ_ALL], None);
         fast.push((
             customer,
-            stream_with(
-                &app.client,
-                app.url(&format!("/api/order/stream?customerId={name}")),
-                Some(&all),
-                None,
-            )
-            .await,
+            stream_with(&app, &format!("/api/order/stream?customerId={name}"), Some(&all), None).await,
         ));
         let target = format!("/api/order/stream?access_token={token}");
         slow.push((customer, open_raw_stream_at(app.addr, 4096, &target).await));
     }
-    let unfiltered = stream_with(
-        &app.client,
-        app.url("/api/order/stream"),
-        Some(&token(&[SCOPE_READ_ALL], None)),
-        None,
-    )
-    .await;
+    let unfiltered = stream_with(&app, "/api/order/stream", Some(&token(&[SCOPE_READ_ALL], None)), None).await;
     let total_streams = (fast.len() + slow.len() + 1) as f64;
     eventually(Duration::from_secs(10), "every stream parks in the fan-out", || async {
         app.metric("sse_orders_fan_out_parked_connections").await >= total_streams
@@ -479,7 +456,7 @@ async fn the_token_subcommand_mints_a_token_the_services_accept() {
         panic!("token subcommand");
     };
     let minted = args.mint().unwrap();
-    let app = spawn_with_auth(&[]).await;
+    let app = spawn_with_auth(Transport::Http1, &[]).await;
     assert_eq!(post_order(&app, Some(&minted), "c-5", "T").await.status(), 201);
     assert_eq!(post_order(&app, Some(&minted), "c-6", "T").await.status(), 403);
     let bad = sse_orders::Config::try_parse_from(["sse-orders", "token", "--secret", SECRET, "--scope", "admin"]);

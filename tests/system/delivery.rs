@@ -6,12 +6,17 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::helpers::{
-    Sse, deadline, large_order_body, open_raw_stream, order_body, order_of, post_order, raw_sse_client, spawn_app,
+    Sse, Transport, deadline, large_order_body, open_raw_stream, order_body, order_of, post_order, raw_sse_client,
+    spawn_app, spawn_app_over,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order() {
-    let app = spawn_app(&["--replay-window", "0s"]).await;
+test_each_transport!(
+    fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order(transport: Transport) {
+    let app = spawn_app_over(transport, &["--replay-window", "0s"]).await;
     let clients = app.open_streams(50).await;
     let created = app
         .create_orders_concurrently(5, 100, |writer, n| {
@@ -42,9 +47,9 @@ async fn fifty_clients_each_receive_all_500_concurrent_orders_once_in_id_order()
     }
 }
 
-#[tokio::test]
-async fn reconnecting_with_last_event_id_header_or_query_gets_exactly_the_missed_events() {
-    let app = spawn_app(&["--replay-window", "0s"]).await;
+test_each_transport!(reconnecting_with_last_event_id_header_or_query_gets_exactly_the_missed_events);
+async fn reconnecting_with_last_event_id_header_or_query_gets_exactly_the_missed_events(transport: Transport) {
+    let app = spawn_app_over(transport, &["--replay-window", "0s"]).await;
     let mut first = app.open_stream(None, "").await;
     let mut ids = Vec::new();
     for n in 0..5 {
@@ -80,9 +85,9 @@ async fn reconnecting_with_last_event_id_header_or_query_gets_exactly_the_missed
     }
 }
 
-#[tokio::test]
-async fn replay_window_decides_whether_a_recent_order_is_replayed() {
-    let app = spawn_app(&["--replay-window", "10s"]).await;
+test_each_transport!(replay_window_decides_whether_a_recent_order_is_replayed);
+async fn replay_window_decides_whether_a_recent_order_is_replayed(transport: Transport) {
+    let app = spawn_app_over(transport, &["--replay-window", "10s"]).await;
     let created = app.create_order(&order_body("c", "EARLY")).await;
     // The scenario needs the order to be two seconds old when the clients connect.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -91,7 +96,7 @@ async fn replay_window_decides_whether_a_recent_order_is_replayed() {
     let events = windowed.collect_orders(1, Duration::from_secs(5)).await;
     assert_eq!(events[0].0, created["eventId"].as_str().unwrap());
 
-    let app_zero = spawn_app(&["--replay-window", "0"]).await;
+    let app_zero = spawn_app_over(transport, &["--replay-window", "0"]).await;
     app_zero.create_order(&order_body("c", "EARLY")).await;
     let mut from_end = app_zero.open_stream(None, "").await;
     let after = app_zero.create_order(&order_body("c", "LATE")).await;
@@ -106,9 +111,9 @@ async fn replay_window_decides_whether_a_recent_order_is_replayed() {
         .await;
 }
 
-#[tokio::test]
-async fn a_cursor_older_than_retention_gets_reset_first_then_continues() {
-    let app = spawn_app(&["--log-capacity", "5"]).await;
+test_each_transport!(a_cursor_older_than_retention_gets_reset_first_then_continues);
+async fn a_cursor_older_than_retention_gets_reset_first_then_continues(transport: Transport) {
+    let app = spawn_app_over(transport, &["--log-capacity", "5"]).await;
     let mut ids = Vec::new();
     for n in 0..10 {
         ids.push(

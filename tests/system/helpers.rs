@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 use order_events::shutdown::Lifecycle;
-pub use order_events::testing::{Sse, SseClient, post_order};
+pub use order_events::testing::{Sse, SseClient, Transport, post_order};
 use serde_json::{Value, json};
 use sse_orders::{Application, Config};
 use tokio::task::JoinHandle;
@@ -16,12 +16,22 @@ use tokio::time::Instant;
 pub struct TestApp {
     pub addr: SocketAddr,
     pub lifecycle: Lifecycle,
+    /// For everything but streams (orders, metrics).
     pub client: reqwest::Client,
+    /// What [`TestApp::open_stream`] and [`TestApp::stream_get`] travel over.
+    pub transport: Transport,
+    stream_client: reqwest::Client,
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts the combined binary's application with `--listen 127.0.0.1:0` plus `args`.
+/// Starts the combined binary's application with `--listen 127.0.0.1:0` plus `args`; its
+/// streams are opened over HTTP/1.1.
 pub async fn spawn_app(args: &[&str]) -> TestApp {
+    spawn_app_over(Transport::Http1, args).await
+}
+
+/// Like [`spawn_app`], with streams opened over `transport`.
+pub async fn spawn_app_over(transport: Transport, args: &[&str]) -> TestApp {
     let mut argv = vec!["sse-orders", "--listen", "127.0.0.1:0"];
     // Auth is off unless a test turns it on: the combined binary's default, stated explicitly.
     for (flag, default) in [("--drain-delay", "0s"), ("--shutdown-grace", "2s"), ("--auth", "none")] {
@@ -41,6 +51,8 @@ pub async fn spawn_app(args: &[&str]) -> TestApp {
         addr,
         lifecycle,
         client: reqwest::Client::new(),
+        transport,
+        stream_client: transport.client(),
         server,
     }
 }
@@ -128,16 +140,20 @@ impl TestApp {
         clients
     }
 
-    /// Opens the stream with optional `Last-Event-ID` header and query string.
+    /// A GET of `path` over the app's stream transport.
+    pub fn stream_get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.stream_client.get(self.url(path))
+    }
+
+    /// Opens the stream over the app's transport with optional `Last-Event-ID` header and
+    /// query string.
     pub async fn open_stream(&self, last_event_id: Option<&str>, query: &str) -> SseClient {
-        let mut request = self.client.get(self.url(&format!("/api/order/stream{query}")));
+        let mut request = self.stream_get(&format!("/api/order/stream{query}"));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
         let response = request.send().await.expect("GET stream");
-        assert_eq!(response.status(), 200, "GET /api/order/stream{query}");
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        SseClient::new(response.bytes_stream().map(|r| r.map_err(|e| e.to_string())).boxed())
+        self.transport.stream(response)
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::helpers::{Sse, deadline, order_body, order_of, spawn_app};
+use crate::helpers::{Sse, Transport, deadline, order_body, order_of, spawn_app, spawn_app_over};
 
 /// Whether the server has closed `socket` (reading what it may have answered first).
 async fn closed_before(socket: &mut TcpStream, until: Instant) -> bool {
@@ -119,43 +119,37 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     assert!(idle >= 1.0);
 }
 
-#[tokio::test]
-async fn open_streams_are_not_idle_over_http1_or_h2c() {
-    let app = spawn_app(&[
-        "--idle-timeout",
-        "200ms",
-        "--header-read-timeout",
-        "200ms",
-        "--heartbeat-interval",
-        "1h",
-        "--replay-window",
-        "0s",
-    ])
+test_each_transport!(open_streams_are_never_closed_as_idle);
+async fn open_streams_are_never_closed_as_idle(transport: Transport) {
+    let app = spawn_app_over(
+        transport,
+        &[
+            "--idle-timeout",
+            "200ms",
+            "--header-read-timeout",
+            "200ms",
+            "--heartbeat-interval",
+            "1h",
+            "--replay-window",
+            "0s",
+        ],
+    )
     .await;
-    let mut http1 = app.open_stream(None, "").await;
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    let response = h2.get(app.url("/api/order/stream")).send().await.unwrap();
-    assert_eq!(response.version(), reqwest::Version::HTTP_2);
-    let mut h2_stream = crate::helpers::SseClient::new(futures_util::StreamExt::boxed(futures_util::StreamExt::map(
-        response.bytes_stream(),
-        |r| r.map_err(|e| e.to_string()),
-    )));
-    // Several idle timeouts pass with nothing written on either stream.
+    let mut stream = app.open_stream(None, "").await;
+    // Several idle timeouts pass with nothing written on the stream.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let created = app.create_order(&order_body("c", "LATE")).await;
-    for stream in [&mut http1, &mut h2_stream] {
-        let until = deadline(5);
-        loop {
-            match stream.next_until(until).await.expect("the stream is still open") {
-                Sse::Event { data, .. } => {
-                    assert_eq!(
-                        serde_json::from_str::<serde_json::Value>(&data).unwrap(),
-                        order_of(&created)
-                    );
-                    break;
-                }
-                Sse::Comment(_) | Sse::Retry(_) => {}
+    let until = deadline(5);
+    loop {
+        match stream.next_until(until).await.expect("the stream is still open") {
+            Sse::Event { data, .. } => {
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(&data).unwrap(),
+                    order_of(&created)
+                );
+                break;
             }
+            Sse::Comment(_) | Sse::Retry(_) => {}
         }
     }
 }

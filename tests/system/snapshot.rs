@@ -5,11 +5,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{deadline, order_body, spawn_app};
+use crate::helpers::{Transport, deadline, order_body, spawn_app, spawn_app_over};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshots_taken_while_orders_are_created_plus_the_stream_miss_and_double_nothing() {
-    let app = spawn_app(&["--replay-window", "0s"]).await;
+test_each_transport!(
+    snapshots_taken_while_orders_are_created_plus_the_stream_miss_and_double_nothing,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn snapshots_taken_while_orders_are_created_plus_the_stream_miss_and_double_nothing(transport: Transport) {
+    let app = spawn_app_over(transport, &["--replay-window", "0s"]).await;
     let snapshots = {
         let client = app.client.clone();
         let url = app.url("/api/orders?limit=500");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, order_body, spawn_app};
+use crate::helpers::{TestApp, Transport, order_body, spawn_app, spawn_app_over};
 
 async fn assert_problem(response: reqwest::Response, status: u16, mentions: &str) {
     assert_eq!(response.status(), status);
@@ -107,18 +107,18 @@ async fn wrong_content_type_oversized_body_and_bad_idempotency_key_are_refused()
     assert_nothing_stored(&app).await;
 }
 
-#[tokio::test]
-async fn bad_stream_requests_and_unknown_orders_get_problems() {
-    let app = spawn_app(&[]).await;
-    let get = |path: &str| app.client.get(app.url(path)).send();
+test_each_transport!(malformed_start_positions_and_customer_ids_get_400_problems);
+async fn malformed_start_positions_and_customer_ids_get_400_problems(transport: Transport) {
+    let app = spawn_app_over(transport, &[]).await;
+    let get = |path: &str| app.stream_get(path).send();
     for bad in ["abc", "1-", "-1", "1-2-3", "1.0-0", "99999999999999999999999-0"] {
         let response = app
-            .client
-            .get(app.url("/api/order/stream"))
+            .stream_get("/api/order/stream")
             .header("last-event-id", bad)
             .send()
             .await
             .unwrap();
+        assert_eq!(response.version(), transport.version());
         assert_problem(response, 400, "Last-Event-ID").await;
         let response = get(&format!("/api/order/stream?lastEventId={bad}")).await.unwrap();
         assert_problem(response, 400, "lastEventId").await;
@@ -130,6 +130,19 @@ async fn bad_stream_requests_and_unknown_orders_get_problems() {
         "customerId",
     )
     .await;
+    assert_problem(get("/api/order/stream?customerId=").await.unwrap(), 400, "customerId").await;
+    assert_problem(
+        get("/api/order/stream?customerId=a&customerId=b").await.unwrap(),
+        400,
+        "query string",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_orders_routes_and_methods_get_problems() {
+    let app = spawn_app(&[]).await;
+    let get = |path: &str| app.client.get(app.url(path)).send();
     assert_problem(
         get("/api/order/0193a000-0000-7000-8000-000000000000").await.unwrap(),
         404,
@@ -299,25 +312,17 @@ async fn a_missing_or_repeated_host_is_a_400_on_every_route() {
     assert_eq!(app.metric("sse_orders_orders_created_total").await, 0.0);
 }
 
-#[tokio::test]
-async fn two_last_event_id_headers_are_a_400_over_http1_and_http2() {
-    let app = spawn_app(&[]).await;
-    let (status, response) = raw_exchange(
-        &app,
-        "GET /api/order/stream HTTP/1.1\r\nhost: a\r\nlast-event-id: 1-0\r\nlast-event-id: 1-0\r\n\r\n",
-    )
-    .await;
-    assert_eq!(status, 400, "{response}");
-    assert!(response.contains("Last-Event-ID"), "{response}");
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    let response = h2
-        .get(app.url("/api/order/stream"))
+test_each_transport!(two_last_event_id_headers_are_a_400);
+async fn two_last_event_id_headers_are_a_400(transport: Transport) {
+    let app = spawn_app_over(transport, &[]).await;
+    let response = app
+        .stream_get("/api/order/stream")
         .header("last-event-id", "1-0")
         .header("last-event-id", "2-0")
         .send()
         .await
         .unwrap();
-    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.version(), transport.version());
     assert_problem(response, 400, "Last-Event-ID").await;
 }
 

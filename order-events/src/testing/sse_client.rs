@@ -48,6 +48,11 @@ impl SseClient {
         }
     }
 
+    /// Reads a streaming response's body.
+    pub fn from_response(response: reqwest::Response) -> Self {
+        Self::new(response.bytes_stream().map(|r| r.map_err(|e| e.to_string())).boxed())
+    }
+
     fn take_line(&mut self) -> Option<String> {
         let at = self.buffer.iter().position(|b| *b == b'\n' || *b == b'\r')?;
         // A CR at the very end may be the first half of CRLF: wait for more bytes.
