@@ -5,6 +5,7 @@
 mod auth;
 mod catalogue;
 mod delivery;
+mod descriptors;
 mod helpers;
 mod protocol;
 mod slow_clients;
