@@ -205,6 +205,7 @@ EOF
 start_server() {
     local name=$1
     SERVER_PIDS=()
+    METRICS_ARGS=()   # sse-orders: where loadgen reads the fan-out writer's own CPU
     export RUST_LOG=warn
     case $name in
         ours|ours-jwt)
@@ -215,6 +216,7 @@ start_server() {
                 --drain-delay 0s --shutdown-grace 2s "${auth[@]}"
             SERVER_PIDS=("$LAST_PID"); wait_port $PORT_OURS "$LAST_PID" ours || return 1
             SUB_URL="http://127.0.0.1:$PORT_OURS/api/order/stream"
+            METRICS_ARGS=(--server-metrics "http://127.0.0.1:$PORT_OURS/metrics")
             PUB_URL="http://127.0.0.1:$PORT_OURS/api/order"; PUB_MODE=order ;;
         ours-redis-hub|ours-redis-poll)
             flush_redis
@@ -227,6 +229,7 @@ start_server() {
                 --max-connections 10000 --listen-backlog 4096 --drain-delay 0s --shutdown-grace 2s --auth none
             SERVER_PIDS+=("$LAST_PID" "$REDIS_PID"); wait_port $PORT_GATEWAY "$LAST_PID" gateway || return 1
             SUB_URL="http://127.0.0.1:$PORT_GATEWAY/api/order/stream"
+            METRICS_ARGS=(--server-metrics "http://127.0.0.1:$PORT_GATEWAY/metrics")
             PUB_URL="http://127.0.0.1:$PORT_API/api/order"; PUB_MODE=order ;;
         floor)
             start_pinned floor "$BIN/floor" --listen "127.0.0.1:$PORT_FLOOR" --listen-backlog 4096
@@ -329,7 +332,7 @@ run_scenario() {
     log "$scenario / $server: N=$n rate=$rate"
     run_loadgen "$RESULTS/$scenario--$server.json" --scenario "$scenario" --server "$server" \
         --url "$SUB_URL" --connections "$n" --source-addrs 8 --connect-timeout 15s --settle 1s \
-        "${publish_args[@]}" --server-pid "$pids" --no-plots || log "run $scenario / $server failed"
+        "${publish_args[@]}" --server-pid "$pids" "${METRICS_ARGS[@]}" --no-plots || log "run $scenario / $server failed"
 }
 
 # run_with_retry SCENARIO SERVER: start the server on a quiet machine, run, stop; repeat (up to

@@ -132,6 +132,7 @@ impl Application {
         let api = order_api::router(order_api::ApiState {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
+            body_read_timeout: config.api.body_read_timeout,
             metrics: metrics.clone(),
             auth: auth.clone(),
         });

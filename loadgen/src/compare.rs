@@ -122,11 +122,11 @@ fn scenario_table(md: &mut String, scenario: &str, runs: &[RunReport]) {
     let _ = writeln!(md, "## {scenario} (N={}, {rate})\n", first.connections.requested);
     let _ = writeln!(
         md,
-        "| server | conns ok/failed | connect p99 | deliveries/s | p50 | p90 | p99 | max | server CPU µs/delivery | server CPU | RSS/conn KiB | POST p99 | sched. lag p99 | sent/planned | lost/undelivered/dup/ooo | loadgen CPU | clean |"
+        "| server | conns ok/failed | connect p99 | deliveries/s | p50 | p90 | p99 | max | server CPU µs/delivery | fan-out CPU µs/delivery | server CPU | RSS/conn KiB | POST p99 | sched. lag p99 | sent/planned | lost/undelivered/dup/ooo | loadgen CPU | clean |"
     );
     let _ = writeln!(
         md,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for run in runs {
         let d = &run.delivery;
@@ -142,7 +142,7 @@ fn scenario_table(md: &mut String, scenario: &str, runs: &[RunReport]) {
         };
         let _ = writeln!(
             md,
-            "| {} | {}/{} | {:.1} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} | {} | {} | {:.0}%{} | {} |",
+            "| {} | {}/{} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} | {} | {} | {:.0}%{} | {} |",
             run.server,
             c.established,
             c.failed,
@@ -153,6 +153,10 @@ fn scenario_table(md: &mut String, scenario: &str, runs: &[RunReport]) {
             delivery_figure(d.latency_ms.p99, 2),
             delivery_figure(d.latency_ms.max, 2),
             opt(run.server_process.cpu_per_delivery_us, 2),
+            opt(
+                run.server_process.fan_out.as_ref().and_then(|f| f.cpu_per_delivery_us),
+                2,
+            ),
             run.server_process.run_cpu_fraction * 100.0,
             opt(run.server_process.rss_per_connection_bytes.map(|b| b / 1024.0), 2),
             opt(run.publish.as_ref().map(|p| p.post_ms.p99), 2),
@@ -425,6 +429,42 @@ fn targets(md: &mut String, ours_name: &str, by_scenario: &BTreeMap<String, Vec<
                 post.map_or(0, |p| p.planned)
             ),
             post.map(|p| p.schedule_lag_ms.p99 < 100.0 && p.attempted == p.planned && p.failed == 0),
+        );
+    }
+    // Customer-scoped streams go through the same writer as unfiltered ones: its own CPU per
+    // delivery is the like-for-like figure. The process figure also carries each order's
+    // intake and each connection's heartbeats, spread over 10 deliveries per order here
+    // against 10,000 in the unfiltered run.
+    for server in [format!("{ours_name}-jwt"), ours_name.to_owned()] {
+        let fan_out = |scenario: &str| {
+            find(scenario, &server)
+                .and_then(|r| r.server_process.fan_out.as_ref())
+                .and_then(|f| f.cpu_per_delivery_us)
+        };
+        let (scoped, unfiltered) = (fan_out("scoped-10k-50"), fan_out("fanout-10k-50"));
+        if find("scoped-10k-50", &server).is_none() {
+            continue;
+        }
+        row(
+            &format!("scoped-10k-50: fan-out CPU/delivery ≤ 1.3× fanout-10k-50's ({server})"),
+            format!(
+                "scoped {} µs, unfiltered {} µs (process: scoped {} µs, unfiltered {} µs, 10 unfiltered streams {} µs)",
+                opt(scoped, 2),
+                opt(unfiltered, 2),
+                opt(
+                    find("scoped-10k-50", &server).and_then(|r| r.server_process.cpu_per_delivery_us),
+                    2
+                ),
+                opt(
+                    find("fanout-10k-50", &server).and_then(|r| r.server_process.cpu_per_delivery_us),
+                    2
+                ),
+                opt(
+                    find("fanout-10-50", &server).and_then(|r| r.server_process.cpu_per_delivery_us),
+                    2
+                ),
+            ),
+            scoped.zip(unfiltered).map(|(s, u)| s <= 1.3 * u),
         );
     }
     let idle = find("idle-10k", ours_name);

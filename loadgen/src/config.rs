@@ -192,6 +192,12 @@ pub struct RunConfig {
     #[arg(long = "server-pid", env = "LOADGEN_SERVER_PIDS", value_delimiter = ',')]
     pub server_pids: Vec<u32>,
 
+    /// The server's `/metrics` URL (sse-orders): the fan-out writer's own CPU per delivery is
+    /// read from it at the start and end of the run and reported beside the process figure.
+    #[arg(long, env = "LOADGEN_SERVER_METRICS", value_parser = parse_url)]
+    #[serde(serialize_with = "serialize_opt_display")]
+    pub server_metrics: Option<HttpUrl>,
+
     /// Stop publishing and draining early when the server processes' RSS passes this many
     /// MiB (protects the machine when a server queues an overload in memory).
     #[arg(long, env = "LOADGEN_MAX_SERVER_RSS_MIB", default_value_t = 8192,

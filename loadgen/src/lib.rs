@@ -7,7 +7,8 @@
 //!   creates events on schedule from its own thread; `ledger` is what they share (when each
 //!   sequence number was sent and answered).
 //! - `http` and `sse`: hand-written HTTP/1.1 and streaming SSE decoding.
-//! - `procstat`: server and own CPU and memory from /proc.
+//! - `procstat`: server and own CPU and memory from /proc; `server_metrics`: the fan-out
+//!   writer's own CPU, from the server's `/metrics`.
 //! - `slowloris`: sockets that trickle request heads, with probes of new clients and a stream.
 //! - `report`: the JSON report and human summary; `plot`: PNG plots; `compare`: the
 //!   side-by-side summary of a results folder.
@@ -24,6 +25,7 @@ pub mod procstat;
 pub mod publisher;
 pub mod report;
 pub mod run;
+pub mod server_metrics;
 pub mod slowloris;
 pub mod sse;
 pub mod subscriber;

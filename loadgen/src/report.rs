@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::procstat::CpuTimes;
+use crate::server_metrics::FanOutCounters;
 
 /// A CPU running at least this fraction of the time it was given is called saturated.
 pub const SATURATED: f64 = 0.90;
@@ -134,6 +135,35 @@ pub struct ServerFigures {
     pub run_cpu_fraction: f64,
     pub cpu_per_delivery_us: Option<f64>,
     pub saturated: bool,
+    /// The fan-out writer's own accounting, when the server exposes it.
+    #[serde(default)]
+    pub fan_out: Option<FanOutFigures>,
+}
+
+/// What the fan-out writer spent during the run, by its own measure (thread CPU time between
+/// its awaits): delivery work apart from what the process does per order or per connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FanOutFigures {
+    pub counters: FanOutCounters,
+    /// Events and admissions CPU over the events the writer delivered.
+    pub cpu_per_delivery_us: Option<f64>,
+    /// Heartbeat CPU over the run's wall time (1.0 = one core).
+    pub heartbeat_cpu_fraction: f64,
+}
+
+impl FanOutFigures {
+    pub fn from_counters(counters: FanOutCounters, run_wall_s: f64) -> Self {
+        Self {
+            cpu_per_delivery_us: (counters.deliveries > 0)
+                .then(|| (counters.events_cpu_s + counters.admissions_cpu_s) * 1e6 / counters.deliveries as f64),
+            heartbeat_cpu_fraction: if run_wall_s > 0.0 {
+                counters.heartbeats_cpu_s / run_wall_s
+            } else {
+                0.0
+            },
+            counters,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

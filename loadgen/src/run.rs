@@ -13,9 +13,10 @@ use crate::ledger::{Clock, Ledger};
 use crate::procstat::{self, Sample};
 use crate::publisher::{self, PublishPlan, PublishStats};
 use crate::report::{
-    ConnectionFigures, DeliveryFigures, LoadgenFigures, Percentiles, ProcessInfo, PublishFigures, RunReport, SATURATED,
-    ServerFigures, Timeline, cdf_points,
+    ConnectionFigures, DeliveryFigures, FanOutFigures, LoadgenFigures, Percentiles, ProcessInfo, PublishFigures,
+    RunReport, SATURATED, ServerFigures, Timeline, cdf_points,
 };
+use crate::server_metrics::{self, FanOutCounters};
 use crate::subscriber::{ConnectPlan, Subscribers, TIMELINE_BUCKET_NS};
 
 /// How often progress is checked while waiting for connections or deliveries.
@@ -99,6 +100,7 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
         .total();
     tokio::time::sleep(config.settle).await;
     let connected = Sample::take(&config.server_pids);
+    let fan_out_connected = scrape_fan_out(config).await;
 
     // Publish (on its own thread) and drain, or hold the connections idle.
     let run_started = Instant::now();
@@ -160,6 +162,7 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
     }
     let run_wall_s = run_started.elapsed().as_secs_f64();
     let end = Sample::take(&config.server_pids);
+    let fan_out_end = scrape_fan_out(config).await;
     let open_at_end = subscribers.open.get();
 
     // Stop the connections and collect what each one received.
@@ -282,6 +285,9 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
         cpu_per_delivery_us: (stats.delivered > 0 && !config.server_pids.is_empty())
             .then(|| server_run_cpu.total() * 1e6 / stats.delivered as f64),
         saturated: run_cpu_fraction >= SATURATED,
+        fan_out: fan_out_end
+            .zip(fan_out_connected)
+            .map(|(end, start)| FanOutFigures::from_counters(end.since(&start), run_wall_s)),
     };
 
     let allowed_cpus = procstat::allowed_cpus();
@@ -400,6 +406,19 @@ async fn run_on_local_set(config: &RunConfig) -> anyhow::Result<RunReport> {
 }
 
 /// The subscribe request of each connection (one for all when streams are not spread).
+/// The server's fan-out counters now, when `--server-metrics` names a page that has them; a
+/// failed scrape is said once per run end and leaves the figure out.
+async fn scrape_fan_out(config: &RunConfig) -> Option<FanOutCounters> {
+    let url = config.server_metrics.as_ref()?;
+    match server_metrics::scrape(url).await {
+        Ok(counters) => counters,
+        Err(error) => {
+            eprintln!("loadgen: --server-metrics: {error:#}");
+            None
+        }
+    }
+}
+
 fn subscribe_requests(config: &RunConfig) -> anyhow::Result<Vec<Vec<u8>>> {
     let secret = config.jwt_secret.as_deref();
     if config.customers == 0 {

@@ -65,6 +65,7 @@ impl Application {
         let state = ApiState {
             store: store.clone(),
             max_body_bytes: config.api.max_body_bytes as usize,
+            body_read_timeout: config.api.body_read_timeout,
             metrics: metrics.clone(),
             auth,
         };

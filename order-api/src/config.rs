@@ -38,6 +38,11 @@ pub struct OrderApiArgs {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(256..=16_777_216))]
     pub max_body_bytes: u64,
 
+    /// A request body must arrive in full within this, counted from the end of its head; one
+    /// still trickling in then gets 408 and its connection is closed.
+    #[arg(long, env = "BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_body_read_timeout)]
+    pub body_read_timeout: Duration,
+
     /// Redis retention: keep about this many stream entries (0 = no count bound).
     #[arg(long, env = "STREAM_MAXLEN", default_value_t = 1_000_000)]
     pub stream_maxlen: u64,
@@ -53,4 +58,12 @@ pub struct OrderApiArgs {
     /// In-memory backend: the most orders kept (the oldest are forgotten first).
     #[arg(long, env = "ORDER_CAPACITY", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub order_capacity: u64,
+}
+
+fn parse_body_read_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    Ok(duration)
 }

@@ -1,11 +1,13 @@
 //! HTTP handlers of order-api.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use order_events::auth::{Authenticator, ReadAccess, WriteAccess};
@@ -25,6 +27,7 @@ use uuid::Uuid;
 pub struct ApiState {
     pub store: Arc<dyn OrderStore>,
     pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Authenticator>,
 }
@@ -38,11 +41,62 @@ impl FromRef<ApiState> for Arc<Authenticator> {
 pub fn router(state: ApiState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .route("/api/order", post(create_order))
+        .route(
+            "/api/order",
+            post(create_order).layer(middleware::from_fn_with_state(state.clone(), read_body_in_time)),
+        )
         .route("/api/order/{id}", get(get_order))
         .route("/api/orders", get(list_orders))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Reads the whole request body within `--body-read-timeout` of its head: a client trickling
+/// its body would otherwise hold a connection and a request slot for as long as it likes.
+async fn read_body_in_time(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, state.max_body_bytes);
+    match tokio::time::timeout(state.body_read_timeout, read).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(error)) if too_large(&error) => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "/problems/too-large",
+            "The request body is too large",
+        )
+        .detail(format!("send at most {} bytes", state.max_body_bytes))
+        .into_response(),
+        Ok(Err(_)) => Problem::bad_request("the request body could not be read").into_response(),
+        Err(_) => {
+            let mut response = Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "/problems/body-timeout",
+                "The request body did not arrive in time",
+            )
+            .detail(format!(
+                "send the whole body within {} of the request head",
+                humantime_secs(state.body_read_timeout)
+            ))
+            .into_response();
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+fn too_large(error: &axum::Error) -> bool {
+    std::error::Error::source(error).is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>())
+}
+
+fn humantime_secs(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

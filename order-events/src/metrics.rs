@@ -1,7 +1,8 @@
 //! The Prometheus metrics both services expose on `/metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric of one application, in a registry of its own: each `Application` builds one and
@@ -26,6 +27,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub fan_out_parked: IntGauge,
     pub fan_out_handbacks: IntCounter,
+    pub fan_out_deliveries: IntCounter,
+    pub fan_out_cpu: CounterVec,
     pub connections_closed: IntCounterVec,
     pub accept_errors: IntCounterVec,
 }
@@ -132,6 +135,19 @@ impl Metrics {
                 "Connections handed back to their own task (socket full, cursor behind, or shutdown)",
             )
             .unwrap(),
+            fan_out_deliveries: IntCounter::new(
+                name("fan_out_deliveries_total"),
+                "Events the fan-out writer wrote into parked connections (part of events_delivered_total)",
+            )
+            .unwrap(),
+            fan_out_cpu: CounterVec::new(
+                Opts::new(
+                    name("fan_out_cpu_seconds_total"),
+                    "CPU time of the fan-out writer by work: events (new events into parked connections), heartbeats, admissions (catching up connections that park)",
+                ),
+                &["work"],
+            )
+            .unwrap(),
             connections_closed: IntCounterVec::new(
                 Opts::new(
                     name("connections_closed_total"),
@@ -168,6 +184,8 @@ impl Metrics {
             Box::new(metrics.ready.clone()),
             Box::new(metrics.fan_out_parked.clone()),
             Box::new(metrics.fan_out_handbacks.clone()),
+            Box::new(metrics.fan_out_deliveries.clone()),
+            Box::new(metrics.fan_out_cpu.clone()),
             Box::new(metrics.connections_closed.clone()),
             Box::new(metrics.accept_errors.clone()),
         ];

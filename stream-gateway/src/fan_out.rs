@@ -22,6 +22,7 @@ use order_events::metrics::Metrics;
 use order_events::position::StreamPosition;
 use order_events::ring::{EventRing, RingRead};
 use parking_lot::Mutex;
+use prometheus::core::{AtomicF64, GenericCounter};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -217,6 +218,57 @@ enum Written {
     Short(Handoff),
 }
 
+/// CPU time used so far by the calling thread.
+fn thread_cpu() -> Duration {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
+}
+
+/// One wake-up of the writer: counts its writes so it yields every few hundred, and measures
+/// the CPU it uses between yields. The clock stops across each await, so the figure is the
+/// writer's own work on whichever worker thread runs it, which is what
+/// `fan_out_cpu_seconds_total` divided by `fan_out_deliveries_total` reports per delivery.
+struct Round {
+    writes: usize,
+    started: Duration,
+    spent: Duration,
+}
+
+impl Round {
+    fn start() -> Self {
+        Self {
+            writes: 0,
+            started: thread_cpu(),
+            spent: Duration::ZERO,
+        }
+    }
+
+    /// Counts one socket write; every `WRITES_PER_YIELD` lets accepts and publishes run.
+    async fn count_write(&mut self) {
+        self.writes += 1;
+        if self.writes % WRITES_PER_YIELD == 0 {
+            self.spent += thread_cpu().saturating_sub(self.started);
+            tokio::task::yield_now().await;
+            self.started = thread_cpu();
+        }
+    }
+
+    /// The CPU used since the last lap, added to `counter`.
+    fn lap(&mut self, counter: &GenericCounter<AtomicF64>) {
+        let now = thread_cpu();
+        let spent = self.spent + now.saturating_sub(self.started);
+        self.spent = Duration::ZERO;
+        self.started = now;
+        counter.inc_by(spent.as_secs_f64());
+    }
+}
+
+/// Why the writer woke up.
+enum Wake {
+    Heartbeat,
+    Other,
+}
+
 impl FanOut {
     /// Starts the writer over `ring`; it hands every connection back when `stop` fires.
     pub fn spawn(
@@ -283,25 +335,45 @@ impl FanOut {
         let mut generation = ring.generation();
         let mut chunks = Vec::new();
         let mut purge_at: Option<Instant> = None;
-        let mut next_beat = Instant::now() + heartbeat;
+        // Heartbeats go out on a tick of an eighth of the interval, to every group that would
+        // otherwise be silent for longer than the interval by the next tick: no round has to
+        // work out when the next one is due, however many customers are connected.
+        let beat_every = (heartbeat / 8).max(Duration::from_millis(1));
+        let mut next_beat = Instant::now() + beat_every;
+        let cpu_of = |work: &str| self.metrics.fan_out_cpu.with_label_values(&[work]);
+        let (events_cpu, heartbeats_cpu, admissions_cpu) =
+            (cpu_of("events"), cpu_of("heartbeats"), cpu_of("admissions"));
         loop {
-            tokio::select! {
+            let wake = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                _ = changes.changed() => {}
-                _ = self.wake.notified() => {}
-                _ = sleep_until_opt(purge_at) => {}
-                _ = tokio::time::sleep_until(next_beat) => {
-                    let now = Instant::now();
-                    let beat = Chunk { bytes: HEARTBEAT, last: cursor, events: 0, oldest_ms: 0 };
-                    let mut writes = 0;
-                    for group in members.groups_mut() {
-                        if group.last_write + heartbeat <= now {
-                            group.last_write = now;
-                            write_to_members(&mut group.members, &beat, &mut writes, &self.metrics).await;
-                        }
+                _ = changes.changed() => Wake::Other,
+                _ = self.wake.notified() => Wake::Other,
+                _ = sleep_until_opt(purge_at) => Wake::Other,
+                _ = tokio::time::sleep_until(next_beat) => Wake::Heartbeat,
+            };
+            let mut round = Round::start();
+            // Whether members left or joined in this round: only then are emptied groups
+            // dropped and the parked gauge counted, both walks over every group.
+            let mut membership_changed = false;
+            if let Wake::Heartbeat = wake {
+                let now = Instant::now();
+                let beat = Chunk {
+                    bytes: HEARTBEAT,
+                    last: cursor,
+                    events: 0,
+                    oldest_ms: 0,
+                };
+                for group in members.groups_mut() {
+                    if group.last_write + heartbeat <= now + beat_every && !group.members.is_empty() {
+                        group.last_write = now;
+                        write_to_members(&mut group.members, &beat, &mut round, &self.metrics).await;
                     }
                 }
+                next_beat = now + beat_every;
+                // Members may have left; the gauge is counted again on every tick anyway.
+                membership_changed = true;
+                round.lap(&heartbeats_cpu);
             }
             changes.borrow_and_update();
             // A purge walks every member: when many leave at once (a client-side restart, a
@@ -314,6 +386,7 @@ impl FanOut {
                     self.departed.store(0, Ordering::Release);
                     purge_at = None;
                     members.retain(|member| !member.slot.gone.load(Ordering::Acquire));
+                    membership_changed = true;
                 }
             }
             if self.recalled.swap(0, Ordering::AcqRel) > 0 {
@@ -330,7 +403,7 @@ impl FanOut {
                         }
                     }
                 }
-                members.by_customer.retain(|_, group| !group.members.is_empty());
+                membership_changed = true;
             }
 
             let newest = ring.newest();
@@ -341,13 +414,13 @@ impl FanOut {
                 // The ring does not follow a log yet, or restarted below us: every connection
                 // finds its own way from its cursor.
                 members.hand_back_all(cursor, &self.metrics);
+                membership_changed = true;
                 if newest != StreamPosition::MAX {
                     cursor = newest;
                 }
             } else if newest > cursor {
                 chunks.clear();
                 if read_event_chunks(&ring, cursor, newest, &mut chunks) {
-                    let mut writes = 0;
                     let now = Instant::now();
                     for chunk in &chunks {
                         if !members.all.members.is_empty() {
@@ -358,32 +431,38 @@ impl FanOut {
                                 events: chunk.events.len() as u64,
                                 oldest_ms: chunk.first_ms,
                             };
-                            write_to_members(&mut members.all.members, &all, &mut writes, &self.metrics).await;
+                            membership_changed |=
+                                write_to_members(&mut members.all.members, &all, &mut round, &self.metrics).await;
                             members.all.last_write = now;
                         }
                         if !members.by_customer.is_empty() {
-                            write_by_customer(&mut members.by_customer, chunk, now, &mut writes, &self.metrics).await;
+                            membership_changed |=
+                                write_by_customer(&mut members.by_customer, chunk, now, &mut round, &self.metrics)
+                                    .await;
                         }
                     }
-                    members.by_customer.retain(|_, group| !group.members.is_empty());
                     if let Some(chunk) = chunks.last() {
                         cursor = chunk.last;
                     }
                 } else {
                     members.hand_back_all(cursor, &self.metrics);
+                    membership_changed = true;
                     cursor = newest;
                 }
             }
 
             let joiners = std::mem::take(&mut self.joins.lock().waiting);
-            self.admit(&ring, cursor, joiners, &mut members).await;
-            self.metrics.fan_out_parked.set(members.len() as i64);
-            next_beat = members
-                .groups_mut()
-                .filter(|group| !group.members.is_empty())
-                .map(|group| group.last_write + heartbeat)
-                .min()
-                .unwrap_or_else(|| Instant::now() + heartbeat);
+            if !joiners.is_empty() {
+                round.lap(&events_cpu);
+                self.admit(&ring, cursor, joiners, &mut members, &mut round).await;
+                round.lap(&admissions_cpu);
+                membership_changed = true;
+            }
+            if membership_changed {
+                members.by_customer.retain(|_, group| !group.members.is_empty());
+                self.metrics.fan_out_parked.set(members.len() as i64);
+            }
+            round.lap(&events_cpu);
         }
         let joiners = {
             let mut joins = self.joins.lock();
@@ -398,12 +477,17 @@ impl FanOut {
     }
 
     /// Brings joiners up to `cursor` one by one and adds those whose sockets took it all.
-    async fn admit(&self, ring: &EventRing, cursor: StreamPosition, joiners: Vec<Joiner>, members: &mut Members) {
+    async fn admit(
+        &self,
+        ring: &EventRing,
+        cursor: StreamPosition,
+        joiners: Vec<Joiner>,
+        members: &mut Members,
+        round: &mut Round,
+    ) {
         let mut catch_up: Option<(StreamPosition, Option<Arc<str>>, Vec<Chunk>)> = None;
-        for (index, joiner) in joiners.into_iter().enumerate() {
-            if index % WRITES_PER_YIELD == WRITES_PER_YIELD - 1 {
-                tokio::task::yield_now().await;
-            }
+        for joiner in joiners {
+            round.count_write().await;
             if joiner.member.slot.gone.load(Ordering::Acquire) {
                 continue;
             }
@@ -442,9 +526,9 @@ impl FanOut {
             let mut refused = None;
             for chunk in chunks.iter().filter(|chunk| !chunk.bytes.is_empty()) {
                 match write_chunk(&joiner.member.stream, chunk) {
-                    Ok(Written::All) => record_delivery(&self.metrics, 1, chunk.events, chunk.oldest_ms),
+                    Ok(Written::All) => record_fan_out(&self.metrics, 1, chunk),
                     Ok(Written::Short(handoff)) => {
-                        record_delivery(&self.metrics, 1, chunk.events, chunk.oldest_ms);
+                        record_fan_out(&self.metrics, 1, chunk);
                         refused = Some(handoff);
                         break;
                     }
@@ -526,14 +610,15 @@ fn read_event_chunks(
 }
 
 /// Writes each customer's events of `chunk` to that customer's group, in order; customers
-/// without parked connections cost a map lookup.
+/// without parked connections cost a map lookup. True when some member left a group.
 async fn write_by_customer(
     groups: &mut HashMap<Arc<str>, Group>,
     chunk: &EventChunk,
     now: Instant,
-    writes: &mut usize,
+    round: &mut Round,
     metrics: &Metrics,
-) {
+) -> bool {
+    let mut removed = false;
     let mut frames_of: HashMap<&str, (u64, Vec<Bytes>)> = HashMap::new();
     for event in &chunk.events {
         if groups.contains_key(&*event.customer_id) {
@@ -555,21 +640,21 @@ async fn write_by_customer(
             events,
             oldest_ms,
         };
-        write_to_members(&mut group.members, &own, writes, metrics).await;
+        removed |= write_to_members(&mut group.members, &own, round, metrics).await;
         group.last_write = now;
     }
+    removed
 }
 
 /// Writes one chunk to every member; members whose socket is full or failed are handed back.
-/// `writes` counts across calls so a round yields to the scheduler every few hundred writes.
-async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, writes: &mut usize, metrics: &Metrics) {
+/// `round` counts across calls so a round yields to the scheduler every few hundred writes.
+/// True when some member was removed.
+async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, round: &mut Round, metrics: &Metrics) -> bool {
+    let before = members.len();
     let mut index = 0;
     let mut delivered = 0;
     while index < members.len() {
-        *writes += 1;
-        if *writes % WRITES_PER_YIELD == 0 {
-            tokio::task::yield_now().await;
-        }
+        round.count_write().await;
         let member = &members[index];
         if member.slot.gone.load(Ordering::Acquire) {
             members.swap_remove(index);
@@ -587,7 +672,8 @@ async fn write_to_members(members: &mut Vec<Member>, chunk: &Chunk, writes: &mut
             Err(_) => members.swap_remove(index).hand_back(Handoff::Failed, metrics),
         }
     }
-    record_delivery(metrics, delivered, chunk.events, chunk.oldest_ms);
+    record_fan_out(metrics, delivered, chunk);
+    members.len() != before
 }
 
 /// One `write`; what it could not take is handed back with the chunk's last position.
@@ -604,4 +690,11 @@ fn write_chunk(stream: &TcpStream, chunk: &Chunk) -> io::Result<Written> {
         })),
         Err(error) => Err(error),
     }
+}
+
+/// Counts what the writer delivered: the deliveries (and their lag) every writer records, and
+/// the writer's own share of them.
+fn record_fan_out(metrics: &Metrics, clients: u64, chunk: &Chunk) {
+    record_delivery(metrics, clients, chunk.events, chunk.oldest_ms);
+    metrics.fan_out_deliveries.inc_by(clients * chunk.events);
 }

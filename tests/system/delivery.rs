@@ -310,3 +310,30 @@ async fn a_few_clients_leaving_a_large_fan_out_are_let_go_promptly() {
         assert_eq!(id.as_deref(), created["eventId"].as_str());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_accounts_for_its_deliveries_and_its_own_cpu() {
+    let app = spawn_app(&["--replay-window", "0s"]).await;
+    let mut clients = app.open_streams(4).await;
+    order_events::testing::eventually(Duration::from_secs(10), "every stream parks", || async {
+        app.metric("sse_orders_fan_out_parked_connections").await == 4.0
+    })
+    .await;
+    let cpu = "sse_orders_fan_out_cpu_seconds_total{work=\"events\"}";
+    let (deliveries_before, cpu_before) = (
+        app.metric("sse_orders_fan_out_deliveries_total").await,
+        app.metric(cpu).await,
+    );
+    for n in 0..5 {
+        app.create_order(&order_body("accounted", &format!("SKU-{n}"))).await;
+    }
+    for client in &mut clients {
+        assert_eq!(client.collect_orders(5, Duration::from_secs(10)).await.len(), 5);
+    }
+    // Every event reached every parked stream through the writer, which measured its work.
+    assert_eq!(
+        app.metric("sse_orders_fan_out_deliveries_total").await - deliveries_before,
+        20.0
+    );
+    assert!(app.metric(cpu).await > cpu_before, "the writer's CPU time grew");
+}

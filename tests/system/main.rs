@@ -24,6 +24,7 @@ macro_rules! test_each_transport {
 mod auth;
 mod catalogue;
 mod delivery;
+mod descriptors;
 mod helpers;
 mod protocol;
 mod slow_clients;

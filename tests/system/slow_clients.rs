@@ -153,3 +153,72 @@ async fn open_streams_are_never_closed_as_idle(transport: Transport) {
         }
     }
 }
+
+/// Reads until the server closes `socket` and returns what it sent.
+async fn answer_before(socket: &mut (impl AsyncReadExt + Unpin), until: Instant) -> String {
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(until, socket.read(&mut buffer)).await {
+            Err(_) => panic!(
+                "no answer and no close in time; got {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+            Ok(Ok(0) | Err(_)) => return String::from_utf8_lossy(&answer).into_owned(),
+            Ok(Ok(n)) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_gets_408_and_the_connection_is_closed_with_nothing_stored() {
+    let app = spawn_app(&["--body-read-timeout", "300ms", "--replay-window", "0s"]).await;
+    let mut stream = app.open_stream(None, "").await;
+    let body = serde_json::to_vec(&order_body("slow-body", "SKU-1")).unwrap();
+    let mut socket = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/order HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // A byte every 50 ms keeps the body moving (no gap reaches the 300 ms deadline), but the
+    // whole of it would take seconds: the deadline counts from the head, not between bytes.
+    let (mut reader, mut writer) = socket.into_split();
+    let trickler = tokio::spawn(async move {
+        for byte in body {
+            if writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let answer = answer_before(&mut reader, deadline(5)).await;
+    trickler.abort();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("/problems/body-timeout"), "{answer}");
+
+    // Nothing was stored or published: the next event on the stream is a later order's.
+    let created = app.create_order(&order_body("c", "AFTER")).await;
+    let events = stream.collect_orders(1, Duration::from_secs(5)).await;
+    assert_eq!(events[0].1, order_of(&created));
+    let listed: serde_json::Value = app
+        .client
+        .get(app.url("/api/orders?customerId=slow-body"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["orders"].as_array().map(Vec::len), Some(0), "{listed}");
+}
+
+#[test]
+fn a_body_read_timeout_below_10ms_is_refused_naming_the_flag() {
+    use clap::Parser;
+    let error = sse_orders::Config::try_parse_from(["sse-orders", "--body-read-timeout", "1ms"]).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("--body-read-timeout"), "{message}");
+    assert!(message.contains("at least 10ms"), "{message}");
+}
