@@ -207,6 +207,17 @@ impl Metrics {
         String::from_utf8(buffer).unwrap_or_default()
     }
 
+    /// Counts one answered HTTP request and its time: the one place both transports record
+    /// `http_requests_total` and `http_request_duration_seconds`.
+    pub fn observe_http(&self, method: &str, route: &str, status: axum::http::StatusCode, started: std::time::Instant) {
+        self.http_requests
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+        self.http_request_seconds
+            .with_label_values(&[method, route])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     /// Times one Redis operation and counts its failure.
     pub fn observe_redis<T, E>(&self, op: &str, started: std::time::Instant, result: &Result<T, E>) {
         self.redis_command_seconds

@@ -118,14 +118,7 @@ pub async fn track_http(State(metrics): State<Arc<Metrics>>, request: Request, n
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status();
-    metrics
-        .http_requests
-        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
-        .inc();
-    metrics
-        .http_request_seconds
-        .with_label_values(&[method.as_str(), route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+    metrics.observe_http(&method, &route, status, started);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(%method, %route, "request failed");
     }

@@ -39,13 +39,14 @@ impl SseFastPath {
         let answer = Answer::for_request(&self.state, &header_map(&head), head.query()).await;
         answer.record(&self.state.settings.metrics, started);
         let cors = self.state.cors.head_lines(head.header("origin"));
+        let date = http_date(time::OffsetDateTime::now_utc());
         match answer.body {
             AnswerBody::Events(delivery) => {
-                let response_head = http1_head(answer.status, &answer.headers, &cors, None);
+                let response_head = http1_head(answer.status, &date, &answer.headers, &cors, None);
                 write_events(stream, response_head, delivery, self.fan_out.clone()).await;
             }
             AnswerBody::Problem(body) => {
-                let mut response = http1_head(answer.status, &answer.headers, &cors, Some(body.len()));
+                let mut response = http1_head(answer.status, &date, &answer.headers, &cors, Some(body.len()));
                 response.extend_from_slice(&body);
                 let _ = stream.write_all(&response).await;
                 let _ = stream.shutdown().await;
@@ -56,9 +57,15 @@ impl SseFastPath {
 
 /// An HTTP/1.1 response head with `headers`, the CORS lines and, for a body of known length,
 /// its `content-length`. The connection closes after the body, which ends a stream's body.
-fn http1_head(status: StatusCode, headers: &HeaderMap, cors: &str, content_length: Option<usize>) -> Vec<u8> {
+fn http1_head(
+    status: StatusCode,
+    date: &str,
+    headers: &HeaderMap,
+    cors: &str,
+    content_length: Option<usize>,
+) -> Vec<u8> {
     let reason = status.canonical_reason().unwrap_or("Error");
-    let mut head = format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).into_bytes();
+    let mut head = format!("HTTP/1.1 {} {reason}\r\ndate: {date}\r\n", status.as_u16()).into_bytes();
     for (name, value) in headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
@@ -71,6 +78,14 @@ fn http1_head(status: StatusCode, headers: &HeaderMap, cors: &str, content_lengt
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
     head
+}
+
+/// An IMF-fixdate (RFC 9110 §5.6.7), as hyper writes in its `date` header.
+fn http_date(at: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    at.to_offset(time::UtcOffset::UTC).format(FORMAT).unwrap_or_default()
 }
 
 fn header_map(head: &RequestHead) -> HeaderMap {
@@ -198,13 +213,30 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("application/problem+json"));
         headers.insert("retry-after", HeaderValue::from_static("2"));
-        let head = http1_head(StatusCode::SERVICE_UNAVAILABLE, &headers, "vary: origin\r\n", Some(12));
+        let date = "Wed, 02 Dec 2026 18:14:20 GMT";
+        let head = http1_head(
+            StatusCode::SERVICE_UNAVAILABLE,
+            date,
+            &headers,
+            "vary: origin\r\n",
+            Some(12),
+        );
         assert_eq!(
             String::from_utf8(head).unwrap(),
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 2\r\n\
+            "HTTP/1.1 503 Service Unavailable\r\ndate: Wed, 02 Dec 2026 18:14:20 GMT\r\n\
+             content-type: application/problem+json\r\nretry-after: 2\r\n\
              vary: origin\r\ncontent-length: 12\r\nconnection: close\r\n\r\n"
         );
-        let head = http1_head(StatusCode::OK, &HeaderMap::new(), "", None);
-        assert_eq!(head, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
+        let head = http1_head(StatusCode::OK, date, &HeaderMap::new(), "", None);
+        assert_eq!(
+            head,
+            b"HTTP/1.1 200 OK\r\ndate: Wed, 02 Dec 2026 18:14:20 GMT\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn dates_are_written_as_http_dates() {
+        let at = time::macros::datetime!(2026-12-02 08:04:05 UTC);
+        assert_eq!(http_date(at), "Wed, 02 Dec 2026 08:04:05 GMT");
     }
 }

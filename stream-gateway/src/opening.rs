@@ -86,14 +86,7 @@ impl Answer {
     /// Counts the request as the HTTP metrics middleware counts the routes it serves; for a
     /// transport the middleware does not see.
     pub fn record(&self, metrics: &Metrics, started: Instant) {
-        metrics
-            .http_requests
-            .with_label_values(&["GET", STREAM_PATH, self.status.as_str()])
-            .inc();
-        metrics
-            .http_request_seconds
-            .with_label_values(&["GET", STREAM_PATH])
-            .observe(started.elapsed().as_secs_f64());
+        metrics.observe_http("GET", STREAM_PATH, self.status, started);
     }
 }
 
