@@ -9,10 +9,8 @@
 #   BENCH_QUICK=1          short runs, N divided by 5
 #   BENCH_DURATION=20s     publishing time of the fan-out scenarios (overload: a quarter of it)
 #   BENCH_SERVERS="..."    subset of: ours ours-jwt ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum
-#   BENCH_SCENARIOS="..."  subset of the scenarios `loadgen scenarios` lists (default: all, in its
-#                          order); it also says which servers each runs against (those for
-#                          ours-only run against ours and ours-jwt alone, and order-api runs
-#                          once, against order-api through Redis, whatever BENCH_SERVERS holds)
+#   BENCH_SCENARIOS="..."  subset of the scenarios `target/release/loadgen scenarios` lists with
+#                          the servers each runs against (default: all of them, in that order)
 #   BENCH_RESULTS=dir      where to write (default bench/results)
 #   BENCH_SERVER_CPU=0 BENCH_LOADGEN_CPU=1   cores for taskset
 #   BENCH_SKIP_BUILD=1     use the release binaries already built

@@ -158,14 +158,13 @@ def capture(command, **kwargs):
 
 
 def first_line(command):
-    ok, out, err = capture(command)
+    _, out, err = capture(command)
     lines = (out or err).strip().splitlines()
     return lines[0] if lines else "unknown version"
 
 
 @dataclasses.dataclass
 class Tools:
-    ci: bool
     # ops/.venv with ops/requirements.txt installed (kubernetes-validate, checkov, hadolint, ...).
     python_tools: bool = False
     # The python that runs ops/yaml_checks.py (the venv's, or python3 when it has PyYAML).
@@ -196,8 +195,8 @@ class Installer:
         return run(command, env=env, stdout=subprocess.DEVNULL)
 
 
-def find_tools(ci):
-    tools = Tools(ci=ci)
+def find_tools():
+    tools = Tools()
     installer = Installer()
 
     venv_python = VENV / "bin/python"
@@ -480,7 +479,7 @@ def main():
     started = time.monotonic()
 
     log("tools")
-    tools = find_tools(ci)
+    tools = find_tools()
     kustomize = " ".join(tools.kustomize) if tools.kustomize else "none"
     print(
         f"python tools: {str(tools.python_tools).lower()}, helm: {tools.helm or 'none'}, "
