@@ -9,11 +9,8 @@
 #   BENCH_QUICK=1          short runs, N divided by 5
 #   BENCH_DURATION=20s     publishing time of the fan-out scenarios (overload: a quarter of it)
 #   BENCH_SERVERS="..."    subset of: ours ours-jwt ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum
-#   BENCH_SCENARIOS="..."  subset of: fanout-1k-50 fanout-1k-100 fanout-10k-5 idle-10k overload-10k-100 overload-10k-1000 order-api
-#                          scoped-10k-50 fanout-10k-50 fanout-10-50 (only for ours and ours-jwt:
-#                          10,000 streams at 50 orders/s spread over 1,000 customers, 10,000
-#                          unfiltered streams, and 10 unfiltered streams: as many deliveries per
-#                          order as the scoped run)
+#   BENCH_SCENARIOS="..."  subset of the scenarios `target/release/loadgen scenarios` lists with
+#                          the servers each runs against (default: all of them, in that order)
 #   BENCH_RESULTS=dir      where to write (default bench/results)
 #   BENCH_SERVER_CPU=0 BENCH_LOADGEN_CPU=1   cores for taskset
 #   BENCH_SKIP_BUILD=1     use the release binaries already built
@@ -33,11 +30,11 @@ QUICK=${BENCH_QUICK:-0}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOADGEN_CPU=${BENCH_LOADGEN_CPU:-1}
 ALL_SERVERS="ours ours-jwt ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum"
-ALL_SCENARIOS="fanout-1k-50 fanout-1k-100 fanout-10k-5 idle-10k overload-10k-100 overload-10k-1000 order-api scoped-10k-50 fanout-10k-50 fanout-10-50"
 # ours-jwt: the combined binary with --auth jwt; loadgen signs its tokens with this secret.
 JWT_SECRET=bench-only-secret-bench-only-secret-0123
 SERVERS=${BENCH_SERVERS:-$ALL_SERVERS}
-SCENARIOS=${BENCH_SCENARIOS:-$ALL_SCENARIOS}
+# Empty: every scenario of the loadgen's table.
+SCENARIOS=${BENCH_SCENARIOS:-}
 if [[ $QUICK == 1 ]]; then
     DURATION=${BENCH_DURATION:-3s}; SCALE=5; HOLD=3s; DRAIN=10s; API_RATES="250 1000"; API_DURATION=2s
 else
@@ -299,35 +296,23 @@ run_loadgen() {
 disturbance() {
     awk -F': ' '/"other_cpu_fraction"/ { gsub(/[ ,]/, "", $2); print $2 }' "$1" 2>/dev/null || echo 1
 }
-# run_scenario SCENARIO SERVER: one loadgen run, JSON + plots in RESULTS.
+# run_scenario SCENARIO SERVER N RATE CUSTOMERS PHASE: one loadgen run (a line of the plan),
+# JSON + plots in RESULTS.
 run_scenario() {
-    local scenario=$1 server=$2 n rate publish_args=()
-    case $scenario in
-        fanout-1k-50) n=1000 rate=50 ;;
-        fanout-1k-100) n=1000 rate=100 ;;
-        fanout-10k-5) n=10000 rate=5 ;;
-        idle-10k) n=10000 rate=0 ;;
-        overload-10k-100) n=10000 rate=100 ;;
-        overload-10k-1000) n=10000 rate=1000 ;;
-        fanout-10k-50) n=10000 rate=50 ;;
-        # As many deliveries per order as scoped-10k-50 (10), from 10 unfiltered streams.
-        fanout-10-50) n=10 rate=50 ;;
-        # The same load with each stream confined to one of 1,000 customers (its token with
-        # ours-jwt, ?customerId= with ours) and the orders spread over them in turn.
-        scoped-10k-50) n=10000 rate=50 publish_args=(--customers $((1000 / SCALE))) ;;
-    esac
+    local scenario=$1 server=$2 n=$3 rate=$4 customers=$5 phase=$6 publish_args=()
+    ((customers > 0)) && publish_args=(--customers "$customers")
     [[ $server == ours-jwt ]] && publish_args+=(--jwt-secret "$JWT_SECRET")
-    n=$((n / SCALE))
-    if [[ $rate == 0 ]]; then
-        publish_args+=(--publish none --duration "$HOLD")
-    else
-        publish_args+=(--publish "$PUB_MODE" --publish-url "$PUB_URL" --rate "$rate" --drain-timeout "$DRAIN")
-        if [[ $scenario == overload-* ]]; then
-            publish_args+=(--duration "$OVERLOAD_DURATION" --max-outstanding $OVERLOAD_OUTSTANDING)
-        else
-            publish_args+=(--duration "$DURATION")
-        fi
-    fi
+    case $phase in
+        hold) publish_args+=(--publish none --duration "$HOLD") ;;
+        publish|overload)
+            publish_args+=(--publish "$PUB_MODE" --publish-url "$PUB_URL" --rate "$rate" --drain-timeout "$DRAIN")
+            if [[ $phase == overload ]]; then
+                publish_args+=(--duration "$OVERLOAD_DURATION" --max-outstanding $OVERLOAD_OUTSTANDING)
+            else
+                publish_args+=(--duration "$DURATION")
+            fi ;;
+        *) log "run $scenario / $server: unknown phase $phase"; return 1 ;;
+    esac
     local pids; pids=$(IFS=,; echo "${SERVER_PIDS[*]}")
     log "$scenario / $server: N=$n rate=$rate"
     run_loadgen "$RESULTS/$scenario--$server.json" --scenario "$scenario" --server "$server" \
@@ -335,14 +320,15 @@ run_scenario() {
         "${publish_args[@]}" --server-pid "$pids" "${METRICS_ARGS[@]}" --no-plots || log "run $scenario / $server failed"
 }
 
-# run_with_retry SCENARIO SERVER: start the server on a quiet machine, run, stop; repeat (up to
-# BENCH_ATTEMPTS times) while other processes took 30% of a core or more during the run.
+# run_with_retry SCENARIO SERVER N RATE CUSTOMERS PHASE: start the server on a quiet machine,
+# run, stop; repeat (up to BENCH_ATTEMPTS times) while other processes took 30% of a core or
+# more during the run.
 run_with_retry() {
     local scenario=$1 server=$2 attempt other
     for ((attempt = 1; attempt <= ${BENCH_ATTEMPTS:-3}; attempt++)); do
         wait_quiet
         start_server "$server" || { log "$server did not start"; stop_server; return; }
-        run_scenario "$scenario" "$server"
+        run_scenario "$@" || true
         stop_server
         other=$(disturbance "$RESULTS/$scenario--$server.json")
         awk -v o="${other:-1}" 'BEGIN { exit !(o < 0.3) }' && return
@@ -393,9 +379,23 @@ versions() {
     } >"$RESULTS/machine.txt"
 }
 
+# The runs of this benchmark, one a line (SCENARIO SERVER N RATE CUSTOMERS PHASE), from the
+# loadgen's scenario table; exits naming BENCH_SCENARIOS when it names an unknown scenario.
+bench_plan() {
+    [[ -x $BIN/loadgen ]] || { log "no $BIN/loadgen: build it (cargo build --release -p loadgen)"; exit 1; }
+    if ! "$BIN/loadgen" bench-plan --scenarios "$SCENARIOS" --servers "$SERVERS" --scale "$SCALE"; then
+        log "BENCH_SCENARIOS=\"$SCENARIOS\" names a scenario the loadgen does not know ($BIN/loadgen scenarios lists them)"
+        exit 2
+    fi
+}
+
 main() {
     install_missing
     build
+    local plan runs=() line
+    plan=$(bench_plan)
+    # An array, not a loop reading stdin: the commands of a run must not eat the plan.
+    mapfile -t runs <<<"$plan"
     mkdir -p "$RESULTS"
     # A partial rerun (BENCH_KEEP_RESULTS=1) replaces only the runs it repeats.
     if [[ ${BENCH_KEEP_RESULTS:-0} != 1 ]]; then
@@ -405,17 +405,13 @@ main() {
     fi
     versions
     start_redis
-    local scenario server
-    for scenario in $SCENARIOS; do
-        if [[ $scenario == order-api ]]; then run_api_ladder; continue; fi
-        for server in $SERVERS; do
-            have_server "$server" || { log "skipping $server: not built"; continue; }
-            # Customer-scoped and 50/s-at-10k runs compare sse-orders with itself.
-            local own=0; [[ $scenario == scoped-* || $scenario == fanout-10k-50 || $scenario == fanout-10-50 ]] && own=1
-            [[ $own == 1 && $server != ours && $server != ours-jwt ]] && continue
-            [[ $own == 0 && $server == ours-jwt ]] && continue
-            run_with_retry "$scenario" "$server"
-        done
+    local scenario server n rate customers phase
+    for line in "${runs[@]}"; do
+        read -r scenario server n rate customers phase <<<"$line"
+        [[ -n $scenario ]] || continue
+        if [[ $phase == post-ladder ]]; then run_api_ladder; continue; fi
+        have_server "$server" || { log "skipping $server: not built"; continue; }
+        run_with_retry "$scenario" "$server" "$n" "$rate" "$customers" "$phase"
     done
     "$BIN/loadgen" report --results "$RESULTS"
     log "done: $RESULTS/summary.md"

@@ -3,7 +3,7 @@
 // @kubernetes-models/gateway-api (field types, patterns, enums, required fields).
 // ops/validate_manifests.py adds the strict check that no unknown field is present.
 //
-//   ... | node ops/validate_crds.mjs     (one {"file", "doc"} JSON object a line on stdin; see ops/check.sh)
+//   ... | node ops/validate_crds.mjs     (one {"file", "doc"} JSON object a line on stdin; see ops/check.py)
 import { readFileSync } from "node:fs";
 import { HTTPRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1";
 import { PrometheusRule, ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";

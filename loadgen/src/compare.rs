@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use crate::config::ReportConfig;
 use crate::plot;
 use crate::report::RunReport;
+use crate::scenarios::{Phase, SCENARIOS, Servers};
 
 /// Column order of the servers; others follow alphabetically.
 const SERVER_ORDER: &[&str] = &[
@@ -20,15 +21,6 @@ const SERVER_ORDER: &[&str] = &[
     "nchan-memory",
     "nchan-redis",
     "plain-axum",
-];
-/// Scenario order; others follow alphabetically.
-const SCENARIO_ORDER: &[&str] = &[
-    "fanout-1k-50",
-    "fanout-1k-100",
-    "fanout-10k-5",
-    "idle-10k",
-    "overload-10k-100",
-    "overload-10k-1000",
 ];
 /// The references ours is compared with.
 const REFERENCES: &[&str] = &["floor", "nchan-memory", "nchan-redis", "plain-axum"];
@@ -98,12 +90,11 @@ fn server_rank(server: &str) -> (usize, String) {
     )
 }
 
+/// The compared scenarios in the order of the scenario table; others follow alphabetically.
 fn scenario_rank(scenario: &str) -> (usize, String) {
+    let mut compared = SCENARIOS.iter().filter(|s| s.servers == Servers::Compared);
     (
-        SCENARIO_ORDER
-            .iter()
-            .position(|s| *s == scenario)
-            .unwrap_or(SCENARIO_ORDER.len()),
+        compared.position(|s| s.name == scenario).unwrap_or(SCENARIOS.len()),
         scenario.to_owned(),
     )
 }
@@ -497,7 +488,7 @@ fn targets(md: &mut String, ours_name: &str, by_scenario: &BTreeMap<String, Vec<
     // Overload runs stop waiting after their drain timeout; every other run must drain.
     let unclean: Vec<String> = ours_runs
         .iter()
-        .filter(|r| !r.clean || (!r.delivery.drained && !r.scenario.starts_with("overload")))
+        .filter(|r| !r.clean || (!r.delivery.drained && !is_overload(&r.scenario)))
         .map(|r| format!("{}/{}", r.scenario, r.server))
         .collect();
     row(
@@ -510,4 +501,23 @@ fn targets(md: &mut String, ours_name: &str, by_scenario: &BTreeMap<String, Vec<
         (!ours_runs.is_empty()).then_some(unclean.is_empty()),
     );
     let _ = writeln!(md);
+}
+
+fn is_overload(scenario: &str) -> bool {
+    crate::scenarios::find(scenario).is_some_and(|s| s.phase == Phase::Overload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compared_scenarios_come_first_in_table_order_then_the_others_alphabetically() {
+        let mut names = vec!["scoped-10k-50", "adhoc", "idle-10k", "fanout-10-50", "fanout-1k-50"];
+        names.sort_by_key(|s| scenario_rank(s));
+        assert_eq!(
+            names,
+            ["fanout-1k-50", "idle-10k", "adhoc", "fanout-10-50", "scoped-10k-50"]
+        );
+    }
 }

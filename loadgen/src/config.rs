@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::scenarios::Scenario;
+
 /// The most connections one process may hold here: the open-file limit is 20,000 and every
 /// connection is one descriptor, so half of it leaves room for everything else.
 pub const MAX_CONNECTIONS: u32 = 10_000;
@@ -28,6 +30,29 @@ pub enum Command {
     /// Hold many sockets that trickle a request head one byte at a time (reopening each one
     /// the server closes) while probing that new clients are answered and a stream flows.
     Slowloris(SlowlorisConfig),
+    /// List the benchmark scenarios: what each loads and which servers it runs against.
+    Scenarios,
+    /// Print the runs of a benchmark (`bench/run.sh` follows it), one a line:
+    /// `SCENARIO SERVER CONNECTIONS RATE CUSTOMERS PHASE`.
+    BenchPlan(BenchPlanConfig),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPlanConfig {
+    /// Scenarios to run, separated by spaces, in this order (empty: every scenario).
+    #[arg(long, env = "LOADGEN_BENCH_SCENARIOS", default_value = "",
+          value_parser = |list: &str| crate::scenarios::parse_list(list).map(ScenarioList))]
+    pub scenarios: ScenarioList,
+
+    /// Servers to run each scenario against, separated by spaces, in this order.
+    #[arg(long, env = "LOADGEN_BENCH_SERVERS",
+          value_parser = |list: &str| Ok::<_, String>(Words(list.split_whitespace().map(str::to_owned).collect())))]
+    pub servers: Words,
+
+    /// Divide every scenario's connections and customers by this (a quick run).
+    #[arg(long, env = "LOADGEN_BENCH_SCALE", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub scale: u32,
 }
 
 /// The most trickling sockets: one descriptor each, under the 20,000 open-file limit.
@@ -237,6 +262,14 @@ pub struct ReportConfig {
     pub no_plots: bool,
 }
 
+/// Scenarios named in one argument (a list in one argument mirrors run.sh's variables).
+#[derive(Debug, Clone)]
+pub struct ScenarioList(pub Vec<&'static Scenario>);
+
+/// Names separated by whitespace in one argument.
+#[derive(Debug, Clone)]
+pub struct Words(pub Vec<String>);
+
 impl RunConfig {
     /// Checks across flags that clap cannot express; each error names the flag to fix.
     pub fn validate(&self) -> Result<(), String> {
@@ -362,6 +395,21 @@ mod tests {
     #[test]
     fn url_without_scheme_is_refused() {
         assert!(parse_url("127.0.0.1:80/x").unwrap_err().contains("http://"));
+    }
+
+    #[test]
+    fn a_bench_plan_with_an_unknown_scenario_names_the_flag_and_the_scenario() {
+        let err = Cli::try_parse_from([
+            "loadgen",
+            "bench-plan",
+            "--servers",
+            "ours",
+            "--scenarios",
+            "idle-10k idle-1k",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--scenarios") && err.contains("`idle-1k`"), "{err}");
     }
 
     #[test]

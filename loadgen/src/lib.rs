@@ -1,7 +1,8 @@
 //! SSE load generator for sse-orders and the servers it is compared with.
 //!
 //! Layout:
-//! - `config`: the command line (`loadgen run`, `loadgen report`).
+//! - `config`: the command line (`loadgen run`, `loadgen report`, `loadgen bench-plan`, ...).
+//! - `scenarios`: the benchmark scenarios, the one list `bench/run.sh` and the summary follow.
 //! - `run`: one scenario from connect to report; `subscriber` holds the SSE connections
 //!   (one thread, one shared read buffer) and judges every delivered event; `publisher`
 //!   creates events on schedule from its own thread; `ledger` is what they share (when each
@@ -25,6 +26,7 @@ pub mod procstat;
 pub mod publisher;
 pub mod report;
 pub mod run;
+pub mod scenarios;
 pub mod server_metrics;
 pub mod slowloris;
 pub mod sse;

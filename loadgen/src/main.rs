@@ -1,4 +1,4 @@
-//! `loadgen`: run a scenario against an SSE server, or summarise a folder of runs.
+//! `loadgen`: run a scenario against an SSE server, plan a benchmark, or summarise a folder of runs.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
@@ -30,6 +30,12 @@ fn main() -> anyhow::Result<()> {
                     std::fs::create_dir_all(parent)?;
                 }
                 std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;
+            }
+        }
+        Command::Scenarios => print!("{}", loadgen::scenarios::describe()),
+        Command::BenchPlan(config) => {
+            for run in loadgen::scenarios::plan(&config.scenarios.0, &config.servers.0, config.scale) {
+                println!("{run}");
             }
         }
         Command::Report(config) => {

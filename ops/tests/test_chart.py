@@ -1,5 +1,5 @@
 """The Helm chart's rendered objects: what each value turns into (helm template, then assertions
-on the parsed objects). ops/check.sh separately lints, validates against the Kubernetes schemas
+on the parsed objects). ops/check.py separately lints, validates against the Kubernetes schemas
 and checks that invalid values are refused."""
 
 import base64
