@@ -9,6 +9,9 @@
 #   BENCH_QUICK=1          short runs, N divided by 5
 #   BENCH_DURATION=20s     publishing time of the fan-out scenarios (overload: a quarter of it)
 #   BENCH_SERVERS="..."    subset of: ours ours-jwt ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum
+#                          ours-before
+#   BENCH_BEFORE_BIN=path  an sse-orders binary of another build (say, the previous commit's),
+#                          run as ours-before beside ours: a regression check in one run
 #   BENCH_SCENARIOS="..."  subset of the scenarios `target/release/loadgen scenarios` lists with
 #                          the servers each runs against (default: all of them, in that order)
 #   BENCH_RESULTS=dir      where to write (default bench/results)
@@ -30,6 +33,8 @@ QUICK=${BENCH_QUICK:-0}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOADGEN_CPU=${BENCH_LOADGEN_CPU:-1}
 ALL_SERVERS="ours ours-jwt ours-redis-hub ours-redis-poll floor nchan-memory nchan-redis plain-axum"
+BEFORE_BIN=${BENCH_BEFORE_BIN:-}
+[[ -n $BEFORE_BIN ]] && ALL_SERVERS="ours ours-before ${ALL_SERVERS#ours }"
 # ours-jwt: the combined binary with --auth jwt; loadgen signs its tokens with this secret.
 JWT_SECRET=bench-only-secret-bench-only-secret-0123
 SERVERS=${BENCH_SERVERS:-$ALL_SERVERS}
@@ -94,6 +99,7 @@ build() {
 have_server() {
     case $1 in
         ours|ours-jwt) [[ -x $BIN/sse-orders ]] ;;
+        ours-before) [[ -n $BEFORE_BIN && -x $BEFORE_BIN ]] ;;
         ours-redis-*) [[ -x $BIN/order-api && -x $BIN/stream-gateway ]] ;;
         *) true ;;
     esac
@@ -205,10 +211,11 @@ start_server() {
     METRICS_ARGS=()   # sse-orders: where loadgen reads the fan-out writer's own CPU
     export RUST_LOG=warn
     case $name in
-        ours|ours-jwt)
-            local auth=(--auth none)
+        ours|ours-jwt|ours-before)
+            local auth=(--auth none) binary=$BIN/sse-orders
             [[ $name == ours-jwt ]] && auth=(--auth jwt --jwt-secret "$JWT_SECRET")
-            start_pinned "$name" "$BIN/sse-orders" --listen "127.0.0.1:$PORT_OURS" --replay-window 0s \
+            [[ $name == ours-before ]] && binary=$BEFORE_BIN
+            start_pinned "$name" "$binary" --listen "127.0.0.1:$PORT_OURS" --replay-window 0s \
                 --max-connections 10000 --listen-backlog 4096 --log-capacity 1000000 \
                 --drain-delay 0s --shutdown-grace 2s "${auth[@]}"
             SERVER_PIDS=("$LAST_PID"); wait_port $PORT_OURS "$LAST_PID" ours || return 1

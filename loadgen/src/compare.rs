@@ -458,6 +458,31 @@ fn targets(md: &mut String, ours_name: &str, by_scenario: &BTreeMap<String, Vec<
             scoped.zip(unfiltered).map(|(s, u)| s <= 1.3 * u),
         );
     }
+    // A regression run (BENCH_BEFORE_BIN): this build beside another, scenario by scenario.
+    for scenario in by_scenario.keys() {
+        let (Some(now), Some(before)) = (find(scenario, ours_name), find(scenario, crate::scenarios::OURS_BEFORE))
+        else {
+            continue;
+        };
+        let (now_cpu, before_cpu) = (
+            now.server_process.cpu_per_delivery_us,
+            before.server_process.cpu_per_delivery_us,
+        );
+        row(
+            &format!(
+                "{scenario}: CPU/delivery within 10% of {}",
+                crate::scenarios::OURS_BEFORE
+            ),
+            format!(
+                "{ours_name} {} µs, {} {} µs (ratio {})",
+                opt(now_cpu, 2),
+                crate::scenarios::OURS_BEFORE,
+                opt(before_cpu, 2),
+                opt(now_cpu.zip(before_cpu).map(|(n, b)| n / b), 2)
+            ),
+            now_cpu.zip(before_cpu).map(|(n, b)| n <= 1.1 * b),
+        );
+    }
     let idle = find("idle-10k", ours_name);
     let per_conn = idle
         .and_then(|r| r.server_process.rss_per_connection_bytes)

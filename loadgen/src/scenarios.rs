@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 pub const OURS: &str = "ours";
 /// The name `bench/run.sh` gives sse-orders with `--auth jwt`.
 pub const OURS_JWT: &str = "ours-jwt";
+/// The name `bench/run.sh` gives another build of sse-orders (`BENCH_BEFORE_BIN`, `--auth
+/// none`), run beside `ours` to show a change costs nothing.
+pub const OURS_BEFORE: &str = "ours-before";
 /// The server name of the POST ladder's reports: order-api alone, through Redis.
 pub const OURS_REDIS: &str = "ours-redis";
 
@@ -60,7 +63,7 @@ impl Servers {
         match self {
             // The references have no auth: ours-jwt would be compared with nothing.
             Servers::Compared => server != OURS_JWT,
-            Servers::OursOnly => server == OURS || server == OURS_JWT,
+            Servers::OursOnly => [OURS, OURS_JWT, OURS_BEFORE].contains(&server),
             Servers::OrderApiAlone => false,
         }
     }
