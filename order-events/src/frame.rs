@@ -133,7 +133,9 @@ pub fn reset_frame(reset: &Reset<'_>) -> Bytes {
         "epoch": reset.epoch,
     });
     let mut frame = BytesMut::new();
-    frame.put_slice(b"event: reset\n");
+    frame.put_slice(b"event: ");
+    frame.put_slice(RESET.as_bytes());
+    frame.put_slice(b"\n");
     put_data(&mut frame, &payload.to_string());
     frame.put_u8(b'\n');
     frame.freeze()
@@ -154,7 +156,9 @@ pub fn token_expired_frame(expired_at: time::OffsetDateTime) -> Bytes {
         "detail": "the access token of this stream expired; reconnect with a new token and the last event id",
     });
     let mut frame = BytesMut::new();
-    frame.put_slice(b"event: token-expired\n");
+    frame.put_slice(b"event: ");
+    frame.put_slice(TOKEN_EXPIRED.as_bytes());
+    frame.put_slice(b"\n");
     put_data(&mut frame, &payload.to_string());
     frame.put_u8(b'\n');
     frame.freeze()
