@@ -74,7 +74,7 @@ async fn read_body_in_time(State(state): State<ApiState>, request: Request, next
             )
             .detail(format!(
                 "send the whole body within {} of the request head",
-                humantime_secs(state.body_read_timeout)
+                humantime::format_duration(state.body_read_timeout)
             ))
             .into_response();
             // The rest of the body may still be on its way: the connection cannot be reused.
@@ -88,15 +88,6 @@ async fn read_body_in_time(State(state): State<ApiState>, request: Request, next
 
 fn too_large(error: &axum::Error) -> bool {
     std::error::Error::source(error).is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>())
-}
-
-fn humantime_secs(duration: Duration) -> String {
-    let millis = duration.as_millis();
-    if millis % 1000 == 0 {
-        format!("{}s", millis / 1000)
-    } else {
-        format!("{millis}ms")
-    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

@@ -2,12 +2,11 @@
 //! pauses its accepts, keeps serving what it has open, and answers new clients again once
 //! descriptors are free.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use order_events::testing::ChildLog;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,7 +21,7 @@ const DESCRIPTOR_LIMIT: u32 = 96;
 struct LimitedServer {
     child: Child,
     addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+    log: ChildLog,
 }
 
 impl LimitedServer {
@@ -53,28 +52,12 @@ impl LimitedServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("sse-orders starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (found, address) = std::sync::mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                    if let Some(addr) = entry["fields"]["address"].as_str() {
-                        let _ = found.send(addr.parse::<SocketAddr>().expect("address"));
-                    }
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let addr = address
-            .recv_timeout(Duration::from_secs(20))
-            .expect("sse-orders reports its address");
+        let (addr, log) = ChildLog::follow(&mut child, false);
         Self { child, addr, log }
     }
 
     fn logged(&self, text: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|line| line.contains(text))
+        self.log.contains(text)
     }
 }
 

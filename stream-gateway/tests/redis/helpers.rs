@@ -1,15 +1,14 @@
 //! Running the production shape in a test: a private Redis, an in-process order-api, and
 //! stream-gateway child processes that can be killed like a pod.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Parser;
 use futures_util::StreamExt;
 use order_events::shutdown::Lifecycle;
+use order_events::testing::ChildLog;
 pub use order_events::testing::{RedisServer, Sentinel, Sse, SseClient, eventually, post_order};
 use serde_json::{Value, json};
 
@@ -65,27 +64,7 @@ impl Gateway {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("stream-gateway starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (found, address) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut found = Some(found);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(sender) = &found {
-                    if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                        if let Some(addr) = entry["fields"]["address"].as_str() {
-                            let _ = sender.send(addr.parse::<SocketAddr>().expect("address"));
-                            found = None;
-                        }
-                    }
-                }
-                if std::env::var_os("GATEWAY_LOGS").is_some() {
-                    eprintln!("{line}");
-                }
-            }
-        });
-        let addr = address
-            .recv_timeout(Duration::from_secs(20))
-            .expect("stream-gateway reports its address");
+        let (addr, _) = ChildLog::follow(&mut child, std::env::var_os("GATEWAY_LOGS").is_some());
         Gateway { child, addr }
     }
 
