@@ -4,7 +4,8 @@
 //! Before a connection reaches hyper, its first request head is read here so that an
 //! [`Interceptor`] can take connections it serves more cheaply itself (the SSE stream: one
 //! shared frame written per event, with no per-connection HTTP machinery). Everything else,
-//! including HTTP/2, goes to hyper with the bytes already read put back in front.
+//! including HTTP/2, goes to hyper with the bytes already read put back in front, through a
+//! reader that checks every later request head of the connection the same way (`guard`).
 
 use std::io;
 use std::pin::Pin;
@@ -16,13 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::http::{self, StatusCode};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -33,6 +34,10 @@ use crate::config::{ConnectionArgs, ListenArgs};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::shutdown::Lifecycle;
+
+mod guard;
+
+use guard::Guarded;
 
 /// Binds the listen address with `SO_REUSEADDR` and the configured accept backlog (the default
 /// of 128 drops connections when thousands of clients reconnect at once).
@@ -152,14 +157,12 @@ pub async fn serve_with(
         let metrics = metrics.clone();
         tracker.spawn(async move {
             let head_deadline = accepted_at + connection.header_read_timeout;
-            let Some((io, protocol)) = offer(stream, interceptor, head_deadline, &stop, &metrics).await else {
+            let Some((stream, read, protocol)) = offer(stream, interceptor, head_deadline, &stop, &metrics).await
+            else {
                 return;
             };
             let activity = Arc::new(Activity::new(accepted_at));
-            let io = Watched {
-                inner: io,
-                activity: activity.clone(),
-            };
+            let io = Guarded::new(stream, read, protocol, activity.clone(), metrics.clone());
             let service = TowerToHyperService::new(TrackedService {
                 router,
                 activity: activity.clone(),
@@ -176,6 +179,12 @@ pub async fn serve_with(
                         break;
                     }
                     _ = stop.cancelled(), if !draining => {
+                        served.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    // A later head was refused: the responses before it are finished, then the
+                    // refusal is written and the connection closed.
+                    _ = activity.refused(), if !draining => {
                         served.as_mut().graceful_shutdown();
                         draining = true;
                     }
@@ -252,6 +261,8 @@ struct ActivityState {
     requests: u64,
     idle_since: Instant,
     head_started_at: Option<Instant>,
+    /// A request head was refused: the connection closes once its earlier responses are done.
+    refused: bool,
 }
 
 impl Activity {
@@ -262,6 +273,7 @@ impl Activity {
                 requests: 0,
                 idle_since: accepted_at,
                 head_started_at: None,
+                refused: false,
             }),
             head_started: AtomicBool::new(false),
         }
@@ -287,6 +299,18 @@ impl Activity {
             }
             starts
         });
+    }
+
+    fn refuse(&self) {
+        self.state.send_modify(|state| state.refused = true);
+    }
+
+    /// Completes once a request head has been refused.
+    async fn refused(&self) {
+        let mut state = self.state.subscribe();
+        if state.wait_for(|state| state.refused).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Completes, with the reason, once the connection has been idle too long or has taken too
@@ -396,58 +420,8 @@ impl http_body::Body for TrackedBody {
     }
 }
 
-/// The connection's IO, telling its `Activity` when bytes arrive.
-struct Watched {
-    inner: Prefixed,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.bytes_arrived();
-        }
-        polled
-    }
-}
-
-/// Writes pass straight through to the wrapped socket: the wrappers only watch or prefix reads.
-macro_rules! forward_writes {
-    ($wrapper:ty) => {
-        impl AsyncWrite for $wrapper {
-            fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.inner).poll_write(cx, buf)
-            }
-
-            fn poll_write_vectored(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[io::IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                self.inner.is_write_vectored()
-            }
-
-            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.inner).poll_flush(cx)
-            }
-
-            fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.inner).poll_shutdown(cx)
-            }
-        }
-    };
-}
-
-forward_writes!(Watched);
-
 /// Reads the first request head, all of it before `deadline`; hands the connection to the
-/// interceptor when it wants it, else returns it (with the bytes read) for hyper. A head that
+/// interceptor when it wants it, else returns it with the bytes read, for hyper. A head that
 /// is late, malformed or too large is answered (408, 400, 431) and the connection closed here.
 async fn offer(
     mut stream: TcpStream,
@@ -455,7 +429,7 @@ async fn offer(
     deadline: Instant,
     stop: &tokio_util::sync::CancellationToken,
     metrics: &Metrics,
-) -> Option<(Prefixed, WireProtocol)> {
+) -> Option<(TcpStream, BytesMut, WireProtocol)> {
     let mut buffer = BytesMut::with_capacity(1024);
     let head = loop {
         // A connection that has not sent its request when the server stops is simply closed.
@@ -485,13 +459,7 @@ async fn offer(
         let seen = buffer.len().min(H2_PREFACE_START.len());
         if H2_PREFACE_START.starts_with(&buffer[..seen]) {
             if seen == H2_PREFACE_START.len() {
-                return Some((
-                    Prefixed {
-                        prefix: buffer.freeze(),
-                        inner: stream,
-                    },
-                    WireProtocol::H2,
-                ));
+                return Some((stream, buffer, WireProtocol::H2));
             }
             continue;
         }
@@ -513,20 +481,10 @@ async fn offer(
             Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD_BYTES => continue,
             Ok(httparse::Status::Partial) => {
                 metrics.connections_closed.with_label_values(&["head_too_large"]).inc();
-                refuse(
-                    &stream,
-                    &Problem::new(
-                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        "/problems/head-too-large",
-                        "Request head too large",
-                    )
-                    .detail(format!(
-                        "the request line and headers must fit in {MAX_HEAD_BYTES} bytes"
-                    )),
-                );
+                refuse(&stream, &guard::head_too_large());
                 return None;
             }
-            // More headers than parsed here: hyper takes up to 100.
+            // More headers than parsed here: the guard takes up to 100.
             Err(httparse::Error::TooManyHeaders) => break None,
             Err(error) => {
                 metrics.connections_closed.with_label_values(&["malformed_head"]).inc();
@@ -544,52 +502,31 @@ async fn offer(
             interceptor.serve(stream, head).await;
             None
         }
-        _ => Some((
-            Prefixed {
-                prefix: buffer.freeze(),
-                inner: stream,
-            },
-            WireProtocol::Http1,
-        )),
+        _ => Some((stream, buffer, WireProtocol::Http1)),
     }
 }
 
 /// Answers a connection about to be closed, without waiting: a client that does not read
 /// cannot hold the server up.
 fn refuse(stream: &TcpStream, problem: &Problem) {
+    let _ = stream.try_write(&refusal(problem));
+}
+
+/// A whole response carrying `problem`, after which the connection closes.
+fn refusal(problem: &Problem) -> Bytes {
     let body = serde_json::to_string(problem).unwrap_or_default();
     let reason = StatusCode::from_u16(problem.status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Error");
-    let response = format!(
+    format!(
         "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         problem.status,
         crate::problem::CONTENT_TYPE,
         body.len()
-    );
-    let _ = stream.try_write(response.as_bytes());
+    )
+    .into()
 }
-
-/// A stream whose first bytes were already read: they are returned again before the rest.
-struct Prefixed {
-    prefix: Bytes,
-    inner: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-forward_writes!(Prefixed);
 
 /// A bound listener with what it serves: the seam every `Application` and test uses (bind on
 /// port 0, read the address, run until the lifecycle stops).

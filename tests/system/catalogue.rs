@@ -1,4 +1,5 @@
-//! A catalogue of malformed requests sent over raw sockets: each one gets its 4xx with a
+//! A catalogue of malformed requests sent over raw sockets, each as a connection's first
+//! request and as a later one on a keep-alive connection: each one gets its 4xx with a
 //! problem+json body, the server stays up, and nothing is stored or published.
 
 use std::net::SocketAddr;
@@ -496,16 +497,37 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
     let mut socket = TcpStream::connect(addr).await.unwrap();
     // A server may answer before reading everything (413, 431): a failed write is fine.
     let _ = socket.write_all(request).await;
-    let mut response = Vec::new();
+    read_response(&mut socket, &mut Vec::new()).await
+}
+
+/// Sends a valid request, reads its answer, then sends `request` on the same keep-alive
+/// connection (or both at once when `pipelined`); returns the answer to `request`.
+async fn exchange_after_another(addr: SocketAddr, request: &[u8], pipelined: bool) -> (u16, String, Vec<u8>) {
+    const FIRST: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n";
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let mut rest = Vec::new();
+    if pipelined {
+        let _ = socket.write_all(&[FIRST, request].concat()).await;
+    } else {
+        socket.write_all(FIRST).await.unwrap();
+    }
+    let (status, head, _) = read_response(&mut socket, &mut rest).await;
+    assert_eq!(status, 200, "the first request: {head}");
+    if !pipelined {
+        let _ = socket.write_all(request).await;
+    }
+    read_response(&mut socket, &mut rest).await
+}
+
+/// Reads one response: the status, the head and the body. `buffered` holds bytes read past the
+/// previous response on entry and past this one on return.
+async fn read_response(socket: &mut TcpStream, buffered: &mut Vec<u8>) -> (u16, String, Vec<u8>) {
+    let mut response = std::mem::take(buffered);
     let mut buffer = [0u8; 8192];
     let until = deadline(10);
+    let status_of = |head: &str| head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut n = usize::MAX;
     loop {
-        // A reset after the answer reads as the end.
-        let n = tokio::time::timeout_at(until, socket.read(&mut buffer))
-            .await
-            .expect("an answer within 10 s")
-            .unwrap_or_default();
-        response.extend_from_slice(&buffer[..n]);
         if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
             let length = head
@@ -515,18 +537,34 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
             if let Some(length) = length {
                 if response.len() >= end + 4 + length {
                     let body = response[end + 4..end + 4 + length].to_vec();
-                    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-                    return (status, head, body);
+                    *buffered = response[end + 4 + length..].to_vec();
+                    return (status_of(&head), head, body);
                 }
             }
             if n == 0 {
-                let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-                return (status, head, response[end + 4..].to_vec());
+                return (status_of(&head), head, response[end + 4..].to_vec());
             }
         } else if n == 0 {
             return (0, String::from_utf8_lossy(&response).into_owned(), Vec::new());
         }
+        // A reset after the answer reads as the end.
+        n = tokio::time::timeout_at(until, socket.read(&mut buffer))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap_or_default();
+        response.extend_from_slice(&buffer[..n]);
     }
+}
+
+/// Whether an answer is `status` with a problem+json body saying so.
+fn is_problem(answer: &(u16, String, Vec<u8>), status: u16) -> bool {
+    let (got, head, body) = answer;
+    let problem: Option<Value> = serde_json::from_slice(body).ok();
+    *got == status
+        && head.contains("content-type: application/problem+json")
+        && problem
+            .as_ref()
+            .is_some_and(|p| p["status"] == status && p["title"].is_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,21 +573,29 @@ async fn every_malformed_request_gets_its_4xx_problem_and_nothing_is_stored_or_p
     let cases = catalogue();
     assert!(cases.len() >= 300, "{} cases", cases.len());
     let mut failures = Vec::new();
-    for case in &cases {
-        let (status, head, body) = exchange(app.addr, &case.request).await;
-        let problem: Option<Value> = serde_json::from_slice(&body).ok();
-        let ok = status == case.status
-            && head.contains("content-type: application/problem+json")
-            && problem
-                .as_ref()
-                .is_some_and(|p| p["status"] == case.status && p["title"].is_string());
-        if !ok {
-            failures.push(format!(
-                "{}: expected {}, got {status} {head:?} {}",
-                case.name,
-                case.status,
-                String::from_utf8_lossy(&body)
-            ));
+    for (index, case) in cases.iter().enumerate() {
+        // Each case as a connection's first request, as a later one on a keep-alive
+        // connection, and (every fourth case) pipelined right behind another request.
+        let mut answers = vec![
+            ("first", exchange(app.addr, &case.request).await),
+            (
+                "after another",
+                exchange_after_another(app.addr, &case.request, false).await,
+            ),
+        ];
+        if index % 4 == 0 {
+            answers.push(("pipelined", exchange_after_another(app.addr, &case.request, true).await));
+        }
+        for (position, answer) in &answers {
+            if !is_problem(answer, case.status) {
+                let (status, head, body) = answer;
+                failures.push(format!(
+                    "{} ({position}): expected {}, got {status} {head:?} {}",
+                    case.name,
+                    case.status,
+                    String::from_utf8_lossy(body)
+                ));
+            }
         }
     }
     assert!(
