@@ -1,4 +1,5 @@
-# One image, three binaries:
+# One image, one binary under three names (order-api and stream-gateway are links to sse-orders,
+# which becomes the service it is started as):
 #   order-api       POST /api/order, GET /api/order/{id}        (Kubernetes: command order-api)
 #   stream-gateway  GET /api/order/stream over SSE              (Kubernetes: command stream-gateway)
 #   sse-orders      both on one port with the in-memory log     (the default entrypoint, for docker run)
@@ -30,17 +31,18 @@ COPY . .
 RUN --mount=type=cache,id=sse-orders-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=sse-orders-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=sse-orders-target,target=/src/target,sharing=locked \
-    cargo build --release --locked \
-        -p order-api -p stream-gateway -p sse-orders \
-        --bin order-api --bin stream-gateway --bin sse-orders \
- && mkdir -p /out \
- && cp target/release/order-api target/release/stream-gateway target/release/sse-orders /out/ \
- && strip /out/order-api /out/stream-gateway /out/sse-orders
+    cargo build --release --locked -p sse-orders --bin sse-orders \
+ && mkdir -p /out/bin \
+ && cp target/release/sse-orders /out/bin/ \
+ && strip /out/bin/sse-orders \
+ && ln -s sse-orders /out/bin/order-api \
+ && ln -s sse-orders /out/bin/stream-gateway
 
 # distroless/cc (or its local stand-in): glibc, libgcc and CA certificates (rediss:// verifies
 # against the system roots), no shell, no package manager. It runs as uid/gid 65532.
 FROM ${RUNTIME_IMAGE}
-COPY --from=build /out/order-api /out/stream-gateway /out/sse-orders /usr/local/bin/
+# The directory is copied whole, so the two links stay links.
+COPY --from=build /out/bin/ /usr/local/bin/
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/sse-orders"]

@@ -1,5 +1,10 @@
-//! sse-orders binary: both services and the demo page on one port.
+//! sse-orders binary: both services and the demo page on one port. Started under the name
+//! `order-api` or `stream-gateway` (a link to it, as in the container image), it is that
+//! service instead, flags and all: one binary in the image rather than three.
 #![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::path::Path;
 
 use clap::Parser;
 use order_events::shutdown::Lifecycle;
@@ -7,7 +12,14 @@ use sse_orders::{Application, Command, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let invoked_as = args.first().map(Path::new).and_then(Path::file_name);
+    match invoked_as.and_then(|name| name.to_str()) {
+        Some("order-api") => return order_api::run(args).await,
+        Some("stream-gateway") => return stream_gateway::run(args).await,
+        _ => {}
+    }
+    let config = Config::parse_from(args);
     if let Some(Command::Token(token)) = &config.command {
         println!("{}", token.mint()?);
         return Ok(());

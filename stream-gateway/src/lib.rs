@@ -15,7 +15,8 @@
 //! - [`fan_out`]: one writer that puts each new event into every caught-up fast-path socket,
 //!   grouped by the customer a stream may see.
 //! - [`redis`]: connecting the Redis event log.
-//! - [`app`]: `Application`: builds the feed, binds, serves until stopped.
+//! - [`app`]: `Application`: builds the feed, binds, serves until stopped; [`run`]: the
+//!   binary, from its command line to its exit.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -30,3 +31,24 @@ pub mod routes;
 
 pub use app::Application;
 pub use config::{Config, DeliveryMode, GatewayArgs};
+
+use clap::Parser;
+use order_events::shutdown::Lifecycle;
+
+/// The stream-gateway binary: parses `args` (the program name first), serves until a signal,
+/// drains.
+pub async fn run<I, T>(args: I) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let config = Config::parse_from(args);
+    let _telemetry = order_events::telemetry::init(&config.telemetry, "stream-gateway")?;
+    let lifecycle = Lifecycle::new();
+    let app = Application::build(&config, lifecycle.clone()).await?;
+    tracing::info!(address = %app.local_addr()?, delivery = ?config.gateway.delivery, "stream-gateway listening");
+    tokio::spawn(lifecycle.stop_on_signal(config.shutdown.drain_delay));
+    app.run_until_stopped().await?;
+    tracing::info!("stream-gateway stopped");
+    Ok(())
+}

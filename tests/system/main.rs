@@ -26,6 +26,7 @@ mod catalogue;
 mod delivery;
 mod descriptors;
 mod helpers;
+mod invocation;
 mod protocol;
 mod slow_clients;
 mod snapshot;
