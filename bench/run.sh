@@ -181,11 +181,16 @@ http {
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     $( [[ $storage == redis ]] && echo "upstream bench_redis { nchan_redis_server redis://127.0.0.1:$REDIS_PORT; }" )
+    # Customer-scoped streams and publishes name their channel by ?customerId=; the others share one.
+    map \$arg_customerId \$channel {
+        "" bench;
+        default \$arg_customerId;
+    }
     server {
         listen 127.0.0.1:$PORT_NCHAN backlog=4096;
         location = /sub {
             nchan_subscriber eventsource;
-            nchan_channel_id bench;
+            nchan_channel_id \$channel;
             # Default is the oldest buffered message: new subscribers would get a backlog.
             nchan_subscriber_first_message newest;
             nchan_eventsource_ping_interval 15;
@@ -193,7 +198,7 @@ http {
         }
         location = /pub {
             nchan_publisher;
-            nchan_channel_id bench;
+            nchan_channel_id \$channel;
             nchan_message_buffer_length 20000;
             nchan_message_timeout 10m;
             $redis_pass

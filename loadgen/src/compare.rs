@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::config::ReportConfig;
 use crate::plot;
 use crate::report::RunReport;
-use crate::scenarios::{Phase, SCENARIOS, Servers};
+use crate::scenarios::{Phase, SCENARIOS};
 
 /// Column order of the servers; others follow alphabetically.
 const SERVER_ORDER: &[&str] = &[
@@ -90,11 +90,13 @@ fn server_rank(server: &str) -> (usize, String) {
     )
 }
 
-/// The compared scenarios in the order of the scenario table; others follow alphabetically.
+/// The scenarios of the table in its order; others (ad hoc runs) follow alphabetically.
 fn scenario_rank(scenario: &str) -> (usize, String) {
-    let mut compared = SCENARIOS.iter().filter(|s| s.servers == Servers::Compared);
     (
-        compared.position(|s| s.name == scenario).unwrap_or(SCENARIOS.len()),
+        SCENARIOS
+            .iter()
+            .position(|s| s.name == scenario)
+            .unwrap_or(SCENARIOS.len()),
         scenario.to_owned(),
     )
 }
@@ -550,12 +552,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compared_scenarios_come_first_in_table_order_then_the_others_alphabetically() {
-        let mut names = vec!["scoped-10k-50", "adhoc", "idle-10k", "fanout-10-50", "fanout-1k-50"];
+    fn table_scenarios_come_first_in_table_order_then_the_others_alphabetically() {
+        let mut names = vec![
+            "scoped-10k-50",
+            "beta",
+            "adhoc",
+            "idle-10k",
+            "fanout-10-50",
+            "fanout-1k-50",
+        ];
         names.sort_by_key(|s| scenario_rank(s));
         assert_eq!(
             names,
-            ["fanout-1k-50", "idle-10k", "adhoc", "fanout-10-50", "scoped-10k-50"]
+            [
+                "fanout-1k-50",
+                "idle-10k",
+                "scoped-10k-50",
+                "fanout-10-50",
+                "adhoc",
+                "beta"
+            ]
         );
     }
 }

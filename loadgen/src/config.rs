@@ -202,7 +202,8 @@ pub struct RunConfig {
 
     /// Spread streams and orders over this many customers: connection `i` reads only customer
     /// `c{i % N}`'s orders (by `?customerId=`, or by its token with --jwt-secret) and order
-    /// `s` is for customer `c{s % N}`. 0: unfiltered streams, every order for one customer.
+    /// `s` is for customer `c{s % N}` (a raw event is POSTed with `?customerId=c{s % N}`).
+    /// 0: unfiltered streams, every order for one customer.
     #[arg(long, env = "LOADGEN_CUSTOMERS", default_value_t = 0)]
     pub customers: u32,
 

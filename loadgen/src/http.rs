@@ -35,11 +35,16 @@ pub enum HttpError {
     TooLarge,
 }
 
+/// `path` confined to `customer` by a `customerId` query argument, after any query it has.
+pub fn with_customer(path: &str, customer: &str) -> String {
+    let separator = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{separator}customerId={customer}")
+}
+
 /// The request an SSE connection sends.
 pub fn subscribe_request(url: &HttpUrl, customer: Option<&str>, token: Option<&str>) -> Vec<u8> {
     let path = match customer {
-        Some(customer) if url.path.contains('?') => format!("{}&customerId={customer}", url.path),
-        Some(customer) => format!("{}?customerId={customer}", url.path),
+        Some(customer) => with_customer(&url.path, customer),
         None => url.path.clone(),
     };
     let authorization = token
@@ -224,6 +229,12 @@ impl PostConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_customer_argument_starts_the_query_or_joins_the_one_there() {
+        assert_eq!(with_customer("/sub", "c7"), "/sub?customerId=c7");
+        assert_eq!(with_customer("/sub?x=1", "c7"), "/sub?x=1&customerId=c7");
+    }
 
     #[test]
     fn head_is_incomplete_until_the_blank_line() {

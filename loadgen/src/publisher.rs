@@ -1,6 +1,7 @@
 //! The publisher: creates events on a fixed schedule through the publish endpoint, on its own
 //! thread so that reading thousands of sockets never delays a send.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
 use crate::config::{HttpUrl, PublishMode};
-use crate::http::PostConnection;
+use crate::http::{PostConnection, with_customer};
 use crate::ledger::{Clock, Ledger};
 use crate::sse::SEQ_MARKER;
 
@@ -28,7 +29,8 @@ pub struct PublishPlan {
     pub max_outstanding: u32,
     pub event_bytes: usize,
     pub order_pad_items: u32,
-    /// Orders go to customers `c0`..`c{N-1}` in turn; 0: all to one customer.
+    /// Events go to customers `c0`..`c{N-1}` in turn (an order names its customer in its body,
+    /// a raw event in the publish URL's query); 0: all to one customer.
     pub customers: u32,
     /// Header lines every POST carries (the bearer token), or empty.
     pub extra_headers: String,
@@ -43,6 +45,18 @@ impl PublishPlan {
             PublishMode::Order => order_body(seq, self.order_pad_items, self.event_bytes, &self.customer_of(seq)),
             PublishMode::Raw | PublishMode::None => raw_body(seq, self.event_bytes),
         }
+    }
+
+    /// Where event `seq` is POSTed. A raw event spread over customers names its customer in a
+    /// `customerId` query argument, which is how the reference servers route it.
+    pub fn url_of(&self, seq: u64) -> Cow<'_, HttpUrl> {
+        if self.mode != PublishMode::Raw || self.customers == 0 {
+            return Cow::Borrowed(&self.url);
+        }
+        Cow::Owned(HttpUrl {
+            path: with_customer(&self.url.path, &self.customer_of(seq)),
+            ..self.url.clone()
+        })
     }
 
     /// The customer of event `seq`.
@@ -192,11 +206,12 @@ async fn publish(plan: PublishPlan, clock: Clock, ledger: Arc<Ledger>) -> Publis
         );
         tokio::spawn(async move {
             let body = plan.body(seq);
+            let url = plan.url_of(seq);
             let sent_ns = clock.now_ns();
             ledger.mark_sent(seq, sent_ns);
             let result = tokio::time::timeout(
                 POST_TIMEOUT,
-                connection.post(&plan.url, plan.content_type(), &plan.extra_headers, &body),
+                connection.post(&url, plan.content_type(), &plan.extra_headers, &body),
             )
             .await;
             let answered_ns = clock.now_ns();
@@ -260,6 +275,52 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::sse::find_seq;
+
+    fn plan(mode: PublishMode, path: &str, customers: u32) -> PublishPlan {
+        PublishPlan {
+            mode,
+            url: HttpUrl {
+                addr: "127.0.0.1:8091".parse().unwrap(),
+                authority: "127.0.0.1:8091".into(),
+                path: path.into(),
+            },
+            rate: 50.0,
+            count: 10,
+            duration: Duration::from_secs(1),
+            max_outstanding: 1,
+            event_bytes: 300,
+            order_pad_items: 1,
+            customers,
+            extra_headers: String::new(),
+            abort: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn raw_events_spread_over_customers_name_theirs_in_the_publish_url() {
+        let plan = plan(PublishMode::Raw, "/publish", 1000);
+        assert_eq!(plan.url_of(0).path, "/publish?customerId=c0");
+        assert_eq!(plan.url_of(1234).path, "/publish?customerId=c234");
+        assert_eq!(plan.url_of(1234).authority, "127.0.0.1:8091");
+    }
+
+    #[test]
+    fn a_publish_url_with_a_query_gets_the_customer_after_it() {
+        let plan = plan(PublishMode::Raw, "/pub?token=x", 3);
+        assert_eq!(plan.url_of(5).path, "/pub?token=x&customerId=c2");
+    }
+
+    #[test]
+    fn orders_and_unspread_raw_events_keep_the_publish_url() {
+        assert_eq!(
+            plan(PublishMode::Order, "/api/order", 1000).url_of(7).path,
+            "/api/order"
+        );
+        assert!(matches!(
+            plan(PublishMode::Raw, "/publish", 0).url_of(7),
+            Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn raw_body_has_the_requested_size_and_marker() {

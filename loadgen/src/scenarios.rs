@@ -43,8 +43,9 @@ impl Phase {
 pub enum Servers {
     /// sse-orders without auth beside every reference: the comparison proper.
     Compared,
-    /// sse-orders alone, with and without auth: it is compared with itself.
-    OursOnly,
+    /// sse-orders with and without auth beside every reference: what auth costs and how ours
+    /// stands against the references, in one run.
+    Everyone,
     /// order-api alone through Redis, once, whichever servers are chosen.
     OrderApiAlone,
 }
@@ -53,7 +54,7 @@ impl Servers {
     pub fn name(self) -> &'static str {
         match self {
             Servers::Compared => "compared",
-            Servers::OursOnly => "ours-only",
+            Servers::Everyone => "everyone",
             Servers::OrderApiAlone => "order-api-alone",
         }
     }
@@ -63,7 +64,7 @@ impl Servers {
         match self {
             // The references have no auth: ours-jwt would be compared with nothing.
             Servers::Compared => server != OURS_JWT,
-            Servers::OursOnly => [OURS, OURS_JWT, OURS_BEFORE].contains(&server),
+            Servers::Everyone => true,
             Servers::OrderApiAlone => false,
         }
     }
@@ -154,9 +155,9 @@ pub const SCENARIOS: &[Scenario] = &[
         rate: 50,
         customers: 1000,
         phase: Phase::Publish,
-        servers: Servers::OursOnly,
+        servers: Servers::Everyone,
         description: "each stream confined to one of 1,000 customers (its token with ours-jwt, \
-                      ?customerId= with ours), the orders spread over them in turn",
+                      ?customerId= with the others), the orders spread over them in turn",
     },
     Scenario {
         name: "fanout-10k-50",
@@ -164,7 +165,7 @@ pub const SCENARIOS: &[Scenario] = &[
         rate: 50,
         customers: 0,
         phase: Phase::Publish,
-        servers: Servers::OursOnly,
+        servers: Servers::Everyone,
         description: "the scoped load on unfiltered streams: 10,000 deliveries per order",
     },
     Scenario {
@@ -173,7 +174,7 @@ pub const SCENARIOS: &[Scenario] = &[
         rate: 50,
         customers: 0,
         phase: Phase::Publish,
-        servers: Servers::OursOnly,
+        servers: Servers::Everyone,
         description: "as many deliveries per order as scoped-10k-50 (10), from 10 unfiltered streams",
     },
 ];
@@ -373,18 +374,28 @@ mod tests {
     }
 
     #[test]
-    fn compared_scenarios_skip_ours_jwt_and_own_scenarios_skip_references() {
-        let chosen = servers("ours ours-jwt floor nchan-memory");
+    fn compared_scenarios_skip_ours_jwt_and_the_scoped_ones_run_against_everyone() {
+        let chosen = servers("ours ours-jwt ours-before floor nchan-memory nchan-redis plain-axum");
         let fanout = plan(&parse_list("fanout-1k-50").unwrap(), &chosen, 1);
         assert_eq!(
             fanout.iter().map(|r| r.server.as_str()).collect::<Vec<_>>(),
-            ["ours", "floor", "nchan-memory"]
+            [
+                "ours",
+                "ours-before",
+                "floor",
+                "nchan-memory",
+                "nchan-redis",
+                "plain-axum"
+            ]
         );
-        let scoped = plan(&parse_list("scoped-10k-50").unwrap(), &chosen, 1);
-        assert_eq!(
-            scoped.iter().map(|r| r.server.as_str()).collect::<Vec<_>>(),
-            ["ours", "ours-jwt"]
-        );
+        for scenario in ["scoped-10k-50", "fanout-10k-50", "fanout-10-50"] {
+            let runs = plan(&parse_list(scenario).unwrap(), &chosen, 1);
+            assert_eq!(
+                runs.iter().map(|r| r.server.as_str()).collect::<Vec<_>>(),
+                chosen,
+                "{scenario}"
+            );
+        }
     }
 
     #[test]

@@ -5,12 +5,18 @@
 //! physical limit of the machine. It answers a publish only after that fan-out, so the POST
 //! latency seen by the load generator is the fan-out time.
 //!
+//! Customer-scoped streams: `GET /sub?customerId=X` joins channel X, a list of subscribers
+//! found by name, and `POST /publish?customerId=X` writes only to that list and to the
+//! unfiltered subscribers (plain `GET /sub`); a publish without it goes to every subscriber.
+//! The value is taken as written (no percent-decoding); an empty one counts as absent.
+//!
 //! A socket that is full keeps the rest of the frame in a per-subscriber queue. When a queue
 //! passes `--max-pending-bytes`, publishing waits until it has drained below that: nothing is
 //! dropped and memory stays bounded, at the price of slower publishes under overload.
 #![forbid(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -51,7 +57,10 @@ struct Subscriber {
 
 #[derive(Default)]
 struct Hub {
-    subscribers: RefCell<Vec<Rc<Subscriber>>>,
+    /// Subscribers of a customer's channel, by the channel's name.
+    channels: RefCell<HashMap<String, Vec<Rc<Subscriber>>>>,
+    /// Subscribers without a channel: every event is theirs.
+    unfiltered: RefCell<Vec<Rc<Subscriber>>>,
     next_id: Cell<u64>,
     frame: RefCell<Vec<u8>>,
     max_pending: usize,
@@ -109,17 +118,27 @@ async fn connection(hub: Rc<Hub>, mut stream: TcpStream) -> io::Result<()> {
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         let mut request_line = head.split_whitespace();
-        let (method, path) = (request_line.next().unwrap_or(""), request_line.next().unwrap_or(""));
+        let (method, target) = (request_line.next().unwrap_or(""), request_line.next().unwrap_or(""));
+        let (path, channel) = split_target(target);
         match (method, path) {
             ("GET", "/sub") => {
                 stream.write_all(SSE_HEAD).await?;
-                hub.subscribers.borrow_mut().push(Rc::new(Subscriber {
+                let subscriber = Rc::new(Subscriber {
                     stream,
                     pending: RefCell::new(Vec::new()),
                     closed: Cell::new(false),
                     over_limit: Cell::new(false),
                     hub: Rc::clone(&hub),
-                }));
+                });
+                match channel {
+                    Some(name) => hub
+                        .channels
+                        .borrow_mut()
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push(subscriber),
+                    None => hub.unfiltered.borrow_mut().push(subscriber),
+                }
                 return Ok(());
             }
             ("POST", "/publish") => {
@@ -132,7 +151,7 @@ async fn connection(hub: Rc<Hub>, mut stream: TcpStream) -> io::Result<()> {
                 while hub.congested.get() > 0 {
                     hub.drained.notified().await;
                 }
-                hub.publish(&buf[head_end..head_end + length]);
+                hub.publish(channel, &buf[head_end..head_end + length]);
                 buf.drain(..head_end + length);
                 stream.write_all(PUBLISHED).await?;
             }
@@ -145,8 +164,9 @@ async fn connection(hub: Rc<Hub>, mut stream: TcpStream) -> io::Result<()> {
 }
 
 impl Hub {
-    /// Builds the frame once and writes it to every subscriber: one write each.
-    fn publish(&self, body: &[u8]) {
+    /// Builds the frame once and writes it to the subscribers of `channel` and the unfiltered
+    /// ones, or without a channel to every subscriber: one write each.
+    fn publish(&self, channel: Option<&str>, body: &[u8]) {
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
         let mut frame = self.frame.borrow_mut();
@@ -156,14 +176,22 @@ impl Hub {
         frame.extend_from_slice(b"\nevent: message\ndata: ");
         frame.extend_from_slice(body);
         frame.extend_from_slice(b"\n\n");
-        let mut any_closed = false;
-        for subscriber in self.subscribers.borrow().iter() {
-            subscriber.send(&frame);
-            any_closed |= subscriber.closed.get();
+        let mut channels = self.channels.borrow_mut();
+        match channel {
+            Some(name) => {
+                if let Some(subscribers) = channels.get_mut(name) {
+                    send_all(subscribers, &frame);
+                    if subscribers.is_empty() {
+                        channels.remove(name);
+                    }
+                }
+            }
+            None => channels.retain(|_, subscribers| {
+                send_all(subscribers, &frame);
+                !subscribers.is_empty()
+            }),
         }
-        if any_closed {
-            self.subscribers.borrow_mut().retain(|s| !s.closed.get());
-        }
+        send_all(&mut self.unfiltered.borrow_mut(), &frame);
     }
 
     fn leave_congestion(&self) {
@@ -172,6 +200,18 @@ impl Hub {
         if congested == 0 {
             self.drained.notify_waiters();
         }
+    }
+}
+
+/// Writes `frame` to each of `subscribers` and lets go of those that turned out closed.
+fn send_all(subscribers: &mut Vec<Rc<Subscriber>>, frame: &[u8]) {
+    let mut any_closed = false;
+    for subscriber in subscribers.iter() {
+        subscriber.send(frame);
+        any_closed |= subscriber.closed.get();
+    }
+    if any_closed {
+        subscribers.retain(|s| !s.closed.get());
     }
 }
 
@@ -247,6 +287,16 @@ impl Subscriber {
     }
 }
 
+/// The path of a request target and the channel its `customerId` query argument names.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let channel = query
+        .split('&')
+        .find_map(|argument| argument.strip_prefix("customerId="))
+        .filter(|name| !name.is_empty());
+    (path, channel)
+}
+
 fn content_length(head: &str) -> Option<usize> {
     head.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
@@ -254,4 +304,22 @@ fn content_length(head: &str) -> Option<usize> {
             .then(|| value.trim().parse().ok())
             .flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_without_a_customer_names_no_channel() {
+        assert_eq!(split_target("/sub"), ("/sub", None));
+        assert_eq!(split_target("/sub?x=1"), ("/sub", None));
+        assert_eq!(split_target("/publish?customerId="), ("/publish", None));
+    }
+
+    #[test]
+    fn the_customer_argument_names_the_channel_wherever_it_is_in_the_query() {
+        assert_eq!(split_target("/sub?customerId=c7"), ("/sub", Some("c7")));
+        assert_eq!(split_target("/publish?x=1&customerId=c7&y=2"), ("/publish", Some("c7")));
+    }
 }
