@@ -15,6 +15,8 @@ use crate::scenarios::{Phase, SCENARIOS};
 /// Column order of the servers; others follow alphabetically.
 const SERVER_ORDER: &[&str] = &[
     "ours",
+    "ours-jwt",
+    "ours-before",
     "ours-redis-hub",
     "ours-redis-poll",
     "floor",
