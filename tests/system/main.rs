@@ -27,6 +27,7 @@ mod delivery;
 mod descriptors;
 mod helpers;
 mod invocation;
+mod jwks_tls;
 mod protocol;
 mod slow_clients;
 mod snapshot;
