@@ -9,29 +9,43 @@ local limit = tonumber(ARGV[2])
 local budget = tonumber(ARGV[4])
 local found = {}
 local start = ARGV[1]
-local last = false
+-- The page's last entry, the last entry scanned, and whether a match lies past a full page.
+local page_last = false
+local scanned = false
+local more = false
 local exhausted = false
-while #found < 2 * limit and budget > 0 do
+while not more and budget > 0 do
   local batch = redis.call('XREVRANGE', KEYS[1], start, '-', 'COUNT', math.min(budget, 200))
   if #batch == 0 then
     exhausted = true
     break
   end
   for _, entry in ipairs(batch) do
-    if #found == 2 * limit then break end
     budget = budget - 1
-    last = entry[1]
+    scanned = entry[1]
     local data, customer = nil, nil
     for i = 1, #entry[2], 2 do
       if entry[2][i] == 'data' then data = entry[2][i + 1] end
       if entry[2][i] == 'customer' then customer = entry[2][i + 1] end
     end
     if data and (ARGV[3] == '' or customer == ARGV[3]) then
+      if #found == 2 * limit then
+        more = true
+        break
+      end
       found[#found + 1] = entry[1]
       found[#found + 1] = data
+      page_last = entry[1]
     end
   end
-  start = '(' .. last
+  start = '(' .. scanned
 end
-if exhausted then last = false end
+-- A full page with a match past it continues after its last entry; a scan that ran out of
+-- budget first continues after what it scanned (more may be older); otherwise there is no more.
+local last = false
+if more then
+  last = page_last
+elseif not exhausted and budget <= 0 then
+  last = scanned
+end
 return {position, redis.call('GET', KEYS[2]), found, last}

@@ -7,7 +7,7 @@ use order_events::StreamPosition;
 use order_events::domain::CreatedOrder;
 use order_events::event_log::EventLog;
 use order_events::frame::EncodedEvent;
-use order_events::order_store::{CreateOutcome, NewOrder, OrderStore, StoreError};
+use order_events::order_store::{CreateOutcome, NewOrder, OrderSnapshot, OrderStore, SnapshotQuery, StoreError};
 
 use super::Backend;
 use crate::helpers::new_order;
@@ -167,6 +167,71 @@ pub async fn retention_bounds_the_events_not_the_orders(backend: &dyn Backend) {
     assert_eq!(opened.log.last_position().await.unwrap(), orders[4].event_id);
 }
 
+/// Event ids of a snapshot page, newest first.
+fn page_ids(page: &OrderSnapshot) -> Vec<String> {
+    page.orders
+        .iter()
+        .map(|order| order["eventId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub async fn snapshot_pages_walk_back_once_and_the_last_one_says_there_is_no_more(backend: &dyn Backend) {
+    let store = backend.open(None).await.store;
+    let mut orders = Vec::new();
+    for n in 0..9 {
+        let customer = if n % 3 == 0 { "ada" } else { "bob" };
+        orders.push(created(&*store, new_order(customer, &format!("SKU-{n}"), None)).await);
+    }
+    let newest_first = |customer: Option<&str>| -> Vec<String> {
+        orders
+            .iter()
+            .rev()
+            .filter(|o| customer.is_none_or(|c| o.order.customer_id == c))
+            .map(|o| o.event_id.to_string())
+            .collect()
+    };
+    // Page sizes that divide the history exactly and that do not, with and without a customer.
+    for (customer, limit) in [
+        (None, 3),
+        (None, 4),
+        (None, 9),
+        (None, 10),
+        (Some("ada"), 3),
+        (Some("ada"), 1),
+        (Some("bob"), 4),
+    ] {
+        let mut walked = Vec::new();
+        let mut pages = 0;
+        let mut before = None;
+        loop {
+            let query = SnapshotQuery {
+                limit,
+                customer_id: customer.map(str::to_owned),
+                before,
+            };
+            let page = store.snapshot(&query).await.unwrap();
+            pages += 1;
+            assert!(
+                !page.orders.is_empty(),
+                "{customer:?} limit {limit}: page {pages} is empty"
+            );
+            assert_eq!(page.position, orders[8].event_id);
+            walked.extend(page_ids(&page));
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        let expected = newest_first(customer);
+        assert_eq!(walked, expected, "{customer:?} limit {limit}");
+        assert_eq!(
+            pages,
+            expected.len().div_ceil(limit),
+            "{customer:?} limit {limit}: no empty last page"
+        );
+    }
+}
+
 /// Every case against each backend. Multi-threaded, so that concurrent creates really overlap.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -195,4 +260,5 @@ conformance!(
     the_same_key_with_another_request_is_a_conflict_that_writes_nothing,
     an_idempotency_key_belongs_to_the_orders_customer,
     retention_bounds_the_events_not_the_orders,
+    snapshot_pages_walk_back_once_and_the_last_one_says_there_is_no_more,
 );
