@@ -635,3 +635,33 @@ async fn every_malformed_request_gets_its_4xx_problem_and_nothing_is_stored_or_p
         .unwrap();
     assert_eq!(fetched.status(), 200);
 }
+
+#[tokio::test]
+async fn heads_after_a_chunked_body_or_an_upgrade_request_are_checked_too() {
+    let app = spawn_app(&[]).await;
+    let order = order_body("c", "CHUNKED").to_string();
+    let chunked = format!(
+        "POST /api/order HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x};ext=1\r\n{order}\r\n0\r\nx-trailer: 1\r\n\r\n",
+        order.len()
+    );
+    let upgrade = "GET /healthz HTTP/1.1\r\nhost: test\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n".to_owned();
+    for (first, status) in [(chunked, 201), (upgrade, 200)] {
+        for pipelined in [false, true] {
+            let mut socket = TcpStream::connect(app.addr).await.unwrap();
+            let bad = b"GET /healthz HTTP/1.1\r\nhost: test\r\nbad header\r\n\r\n";
+            let mut rest = Vec::new();
+            if pipelined {
+                socket.write_all(&[first.as_bytes(), bad].concat()).await.unwrap();
+            } else {
+                socket.write_all(first.as_bytes()).await.unwrap();
+            }
+            let (got, head, body) = read_response(&mut socket, &mut rest).await;
+            assert_eq!(got, status, "{first:?}: {head} {}", String::from_utf8_lossy(&body));
+            if !pipelined {
+                socket.write_all(bad).await.unwrap();
+            }
+            let answer = read_response(&mut socket, &mut rest).await;
+            assert!(is_problem(&answer, 400), "after {first:?} (pipelined: {pipelined}): {answer:?}");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! first and each later one on a keep-alive connection, is held back until it is complete and
 //! checked here, so a malformed or oversized head gets the same problem+json answer whichever
 //! request of the connection it is (hyper's own answer to a bad head is a bare 400). Request
-//! bodies pass through, counted by their `Content-Length`.
+//! bodies pass through, followed by their `Content-Length` or their chunked framing.
 
 use std::io;
 use std::pin::Pin;
@@ -29,12 +29,122 @@ enum Framing {
     Head,
     /// Inside a request body with this many bytes still to come.
     Body(u64),
-    /// Past a head this reader does not follow further (a chunked body, an upgrade) or on an
-    /// HTTP/2 connection: bytes pass unchecked.
+    /// Inside a chunked request body.
+    Chunked(Chunked),
+    /// On an HTTP/2 connection, or past a chunked body this reader could not follow (hyper
+    /// refuses it): bytes pass unchecked.
     Through,
     /// A head was refused: hyper reads nothing more, the connection is shut down gracefully
     /// (responses to earlier requests are finished) and the answer goes out as it closes.
     Refused,
+}
+
+/// Where a chunked body is (RFC 9112, 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// In a chunk-size line: the size so far, the line's length, whether a digit was seen and
+    /// whether an extension began.
+    Size {
+        size: u64,
+        line: usize,
+        digits: bool,
+        extension: bool,
+    },
+    /// In a chunk's data, with this many bytes to come.
+    Data(u64),
+    /// After a chunk's data, before its line end.
+    DataEnd,
+    /// In the trailer section: the current line's length.
+    Trailer { line: usize },
+}
+
+impl Chunked {
+    const START: Chunked = Chunked::Size {
+        size: 0,
+        line: 0,
+        digits: false,
+        extension: false,
+    };
+}
+
+/// The longest chunk-size or trailer line followed; a longer one is left to hyper.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Follows a chunked body through `bytes`: how many of them belong to it, and where it is then
+/// (`Framing::Head` once it ended, `Framing::Through` when the framing is broken).
+fn follow_chunked(mut state: Chunked, bytes: &[u8]) -> (usize, Framing) {
+    let mut at = 0;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        state = match state {
+            Chunked::Data(left) => {
+                let taken = left.min((bytes.len() - at) as u64);
+                at += taken as usize;
+                match left - taken {
+                    0 => Chunked::DataEnd,
+                    left => Chunked::Data(left),
+                }
+            }
+            Chunked::DataEnd => {
+                at += 1;
+                match byte {
+                    b'\r' => Chunked::DataEnd,
+                    b'\n' => Chunked::START,
+                    _ => return (at, Framing::Through),
+                }
+            }
+            Chunked::Size {
+                size,
+                line,
+                digits,
+                extension,
+            } => {
+                at += 1;
+                if line >= MAX_CHUNK_LINE {
+                    return (at, Framing::Through);
+                }
+                let line = line + 1;
+                let more = |extension| Chunked::Size {
+                    size,
+                    line,
+                    digits,
+                    extension,
+                };
+                match byte {
+                    // A size line needs its size.
+                    b'\r' | b'\n' | b';' | b' ' | b'\t' if !digits => return (at, Framing::Through),
+                    b'\n' if size == 0 => Chunked::Trailer { line: 0 },
+                    b'\n' => Chunked::Data(size),
+                    b'\r' => more(extension),
+                    _ if extension => more(true),
+                    b';' | b' ' | b'\t' => more(true),
+                    _ => match (byte as char)
+                        .to_digit(16)
+                        .and_then(|digit| size.checked_mul(16)?.checked_add(digit.into()))
+                    {
+                        Some(size) => Chunked::Size {
+                            size,
+                            line,
+                            digits: true,
+                            extension,
+                        },
+                        None => return (at, Framing::Through),
+                    },
+                }
+            }
+            Chunked::Trailer { line } => {
+                at += 1;
+                match byte {
+                    b'\n' if line == 0 => return (at, Framing::Head),
+                    b'\n' => Chunked::Trailer { line: 0 },
+                    b'\r' => Chunked::Trailer { line },
+                    _ if line >= MAX_CHUNK_LINE => return (at, Framing::Through),
+                    _ => Chunked::Trailer { line: line + 1 },
+                }
+            }
+        };
+    }
+    (at, Framing::Chunked(state))
 }
 
 /// What a head's bytes amount to.
@@ -92,6 +202,15 @@ impl Guarded {
             Framing::Through => {
                 self.ready = self.unread.split().freeze();
                 !self.ready.is_empty()
+            }
+            Framing::Chunked(state) => {
+                if self.unread.is_empty() {
+                    return false;
+                }
+                let (taken, next) = follow_chunked(state, &self.unread);
+                self.ready = self.unread.split_to(taken).freeze();
+                self.framing = next;
+                true
             }
             Framing::Body(remaining) => {
                 if self.unread.is_empty() {
@@ -254,16 +373,22 @@ fn check_head(bytes: &[u8]) -> Checked {
         },
         (Some(_), Some(_)) => return malformed("a request must not carry more than one Content-Length header"),
     };
-    let chunked = named("transfer-encoding").next().is_some();
-    if chunked && length.is_some() {
+    // The last coding of the last Transfer-Encoding field is the one that frames the body.
+    let coding = named("transfer-encoding").last().map(|value| {
+        let value = String::from_utf8_lossy(value);
+        value.rsplit(',').next().unwrap_or("").trim().to_ascii_lowercase()
+    });
+    if coding.is_some() && length.is_some() {
         // Either framing could be the one a proxy in front used: refuse rather than guess.
         return malformed("a request must not carry both Content-Length and Transfer-Encoding");
     }
-    let upgrade = named("upgrade").next().is_some() || request.method == Some("CONNECT");
-    let next = match length {
-        _ if chunked || upgrade => Framing::Through,
-        Some(0) | None => Framing::Head,
-        Some(length) => Framing::Body(length),
+    // An `Upgrade` or `CONNECT` is only a request here: no route answers 101 or opens a tunnel,
+    // so the connection stays HTTP/1.1 and its next head is checked like any other.
+    let next = match (coding.as_deref(), length) {
+        (Some("chunked"), _) => Framing::Chunked(Chunked::START),
+        (Some(_), _) => return malformed("a request's Transfer-Encoding must end with chunked"),
+        (None, Some(0) | None) => Framing::Head,
+        (None, Some(length)) => Framing::Body(length),
     };
     Checked::Complete { len, next }
 }
@@ -327,12 +452,16 @@ mod tests {
             Framing::Body(42)
         );
         assert_eq!(
-            framing_of("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"),
-            Framing::Through
+            framing_of("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: Chunked\r\n\r\n"),
+            Framing::Chunked(Chunked::START)
+        );
+        assert_eq!(
+            framing_of("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n"),
+            Framing::Chunked(Chunked::START)
         );
         assert_eq!(
             framing_of("GET / HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n\r\n"),
-            Framing::Through
+            Framing::Head
         );
         assert!(matches!(check_head(b"GET / HTTP/1.1\r\nhost: a\r\n"), Checked::Partial));
     }
@@ -357,6 +486,10 @@ mod tests {
             refusal_of(b"POST / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n"),
             ("malformed_head", 400)
         );
+        assert_eq!(
+            refusal_of(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked, gzip\r\n\r\n"),
+            ("malformed_head", 400)
+        );
         let huge = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(refusal_of(huge.as_bytes()), ("head_too_large", 431));
         assert_eq!(
@@ -366,5 +499,46 @@ mod tests {
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(refusal_of(many.as_bytes()), ("head_too_large", 431));
+    }
+
+    /// Feeds `body` to the chunked follower `step` bytes at a time.
+    fn follow_in_steps(body: &[u8], step: usize) -> (usize, Framing) {
+        let mut state = Chunked::START;
+        let mut at = 0;
+        while at < body.len() {
+            let end = (at + step).min(body.len());
+            let (taken, next) = follow_chunked(state, &body[at..end]);
+            at += taken;
+            match next {
+                Framing::Chunked(more) => state = more,
+                done => return (at, done),
+            }
+        }
+        (at, Framing::Chunked(state))
+    }
+
+    #[test]
+    fn a_chunked_body_is_followed_to_its_end_however_it_arrives() {
+        let body = b"5\r\nhello\r\n1A;name=value\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: 1\r\n\r\n";
+        let next = b"GET / HTTP/1.1\r\n\r\n";
+        let stream = [&body[..], next].concat();
+        for step in [1, 2, 3, 7, stream.len()] {
+            assert_eq!(
+                follow_in_steps(&stream, step),
+                (body.len(), Framing::Head),
+                "step {step}"
+            );
+        }
+        let empty = b"0\r\n\r\n";
+        assert_eq!(follow_chunked(Chunked::START, empty), (empty.len(), Framing::Head));
+        // Broken framing is left to hyper, which refuses it.
+        for broken in [&b"zz\r\n"[..], b"\r\n", b"5\r\nhelloX", b"ffffffffffffffffff\r\n"] {
+            assert_eq!(follow_chunked(Chunked::START, broken).1, Framing::Through, "{broken:?}");
+        }
+        // Incomplete: still inside the body.
+        assert_eq!(
+            follow_chunked(Chunked::START, b"5\r\nhel"),
+            (6, Framing::Chunked(Chunked::Data(2)))
+        );
     }
 }
