@@ -661,7 +661,10 @@ async fn heads_after_a_chunked_body_or_an_upgrade_request_are_checked_too() {
                 socket.write_all(bad).await.unwrap();
             }
             let answer = read_response(&mut socket, &mut rest).await;
-            assert!(is_problem(&answer, 400), "after {first:?} (pipelined: {pipelined}): {answer:?}");
+            assert!(
+                is_problem(&answer, 400),
+                "after {first:?} (pipelined: {pipelined}): {answer:?}"
+            );
         }
     }
 }

@@ -374,7 +374,7 @@ fn check_head(bytes: &[u8]) -> Checked {
         (Some(_), Some(_)) => return malformed("a request must not carry more than one Content-Length header"),
     };
     // The last coding of the last Transfer-Encoding field is the one that frames the body.
-    let coding = named("transfer-encoding").last().map(|value| {
+    let coding = named("transfer-encoding").next_back().map(|value| {
         let value = String::from_utf8_lossy(value);
         value.rsplit(',').next().unwrap_or("").trim().to_ascii_lowercase()
     });
