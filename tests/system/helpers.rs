@@ -205,3 +205,54 @@ pub fn order_of(created: &Value) -> Value {
 pub fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
 }
+
+/// A directory of the test process under the system's temp dir, removed when dropped.
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("sse-orders-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self, file: &str) -> std::path::PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A service run as a child process on `--listen 127.0.0.1:0 --log-format json`: the address
+/// it named and its log lines; killed when dropped.
+pub struct ChildService {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: order_events::testing::ChildLog,
+}
+
+impl ChildService {
+    /// Starts `command` (the program and its own flags) with the listen and log flags added.
+    pub fn spawn(mut command: std::process::Command) -> Self {
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("the service starts");
+        let (addr, log) = order_events::testing::ChildLog::follow(&mut child, false);
+        Self { child, addr, log }
+    }
+}
+
+impl Drop for ChildService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

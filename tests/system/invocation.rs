@@ -1,37 +1,20 @@
 //! One binary, three services: `sse-orders` started under the name `order-api` or
 //! `stream-gateway` (a link, as in the container image) is that service, with its own flags.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
-use order_events::testing::ChildLog;
+use crate::helpers::{ChildService, ScratchDir};
 
 /// A directory holding links named `order-api` and `stream-gateway` to the built binary.
-struct Links {
-    dir: PathBuf,
-}
-
-impl Links {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("sse-orders-links-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for name in ["order-api", "stream-gateway"] {
-            let link = dir.join(name);
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sse-orders"), &link).unwrap();
-        }
-        Self { dir }
+fn links() -> ScratchDir {
+    let dir = ScratchDir::new("links");
+    for name in ["order-api", "stream-gateway"] {
+        let link = dir.path(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sse-orders"), &link).unwrap();
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Links {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    dir
 }
 
 fn output(program: &Path, args: &[&str]) -> (bool, String) {
@@ -40,18 +23,9 @@ fn output(program: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn the_binary_started_as_a_service_is_that_service() {
-    let links = Links::new();
+    let links = links();
     let (ok, help) = output(&links.path("order-api"), &["--help"]);
     assert!(ok && help.contains("Usage: order-api"), "{help}");
     assert!(
@@ -79,15 +53,10 @@ async fn the_binary_started_as_a_service_is_that_service() {
         "customerId": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unitPrice": 1}]
     });
     for name in ["order-api", "stream-gateway"] {
-        let mut child = Command::new(links.path(name))
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--auth", "none"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let (addr, log) = ChildLog::follow(&mut child, false);
-        let _service = Service(child);
+        let mut command = Command::new(links.path(name));
+        command.args(["--auth", "none"]);
+        let service = ChildService::spawn(command);
+        let (addr, log) = (service.addr, &service.log);
         assert!(log.contains(&format!("{name} listening")), "{name} names itself");
         let created = client
             .post(format!("http://{addr}/api/order"))

@@ -3,100 +3,85 @@
 //! certificate chains to a trusted CA verifies tokens; the same server is refused when its CA
 //! is not trusted, and tokens then get 503, never a pass.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use order_events::testing::ChildLog;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
+use crate::helpers::{ChildService, ScratchDir};
+
 const JWKS: &str = include_str!("../../order-events/tests/fixtures/jwks.json");
 const RSA_PRIVATE: &[u8] = include_bytes!("../../order-events/tests/fixtures/rsa-private.pem");
 
 /// A test CA and a certificate it signed for 127.0.0.1, made with the `openssl` command.
-struct Certificates {
-    dir: PathBuf,
-}
-
-impl Certificates {
-    fn make() -> Self {
-        let dir = std::env::temp_dir().join(format!("sse-orders-jwks-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        openssl(
-            &dir,
+fn make_certificates() -> ScratchDir {
+    let dir = ScratchDir::new("jwks-tls");
+    let dir_path = dir.path("");
+    std::fs::write(
+        dir.path("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &dir_path,
+        &[
+            &["req", "-x509"][..],
+            &ec,
             &[
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=sse-orders test CA",
-                    "-addext",
-                    "basicConstraints=critical,CA:TRUE",
-                    "-addext",
-                    "keyUsage=critical,keyCertSign,cRLSign",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            &dir,
-            &[
-                &["req"][..],
-                &ec,
-                &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
-            ]
-            .concat(),
-        );
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
+                "-keyout",
                 "ca.key",
-                "-CAcreateserial",
                 "-out",
-                "server.pem",
+                "ca.pem",
                 "-days",
                 "2",
-                "-extfile",
-                "server.ext",
+                "-subj",
+                "/CN=sse-orders test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
             ],
-        );
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Certificates {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+        ]
+        .concat(),
+    );
+    openssl(
+        &dir_path,
+        &[
+            &["req"][..],
+            &ec,
+            &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &dir_path,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    dir
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -113,7 +98,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// Serves the fixture JWKS over https on a port of its own until the test ends.
-async fn serve_jwks_over_tls(certificates: &Certificates) -> String {
+async fn serve_jwks_over_tls(certificates: &ScratchDir) -> String {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificates.path("server.pem"))
         .unwrap()
         .collect::<Result<_, _>>()
@@ -159,32 +144,17 @@ async fn serve_jwks_over_tls(certificates: &Certificates) -> String {
     format!("https://127.0.0.1:{}/jwks.json", address.port())
 }
 
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `sse-orders` verifying tokens against `jwks_url`, trusting only `ca_bundle` when given.
-fn spawn_with_jwks(jwks_url: &str, ca_bundle: Option<&Path>) -> (Service, std::net::SocketAddr, ChildLog) {
+fn spawn_with_jwks(jwks_url: &str, ca_bundle: Option<&Path>) -> ChildService {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sse-orders"));
     command
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--auth", "jwt"])
-        .args(["--jwt-jwks-url", jwks_url])
-        .env("RUST_LOG", "info")
+        .args(["--auth", "jwt", "--jwt-jwks-url", jwks_url])
         .env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .env_remove("SSL_CERT_DIR");
     if let Some(bundle) = ca_bundle {
         command.env("SSL_CERT_FILE", bundle);
     }
-    let mut child = command.spawn().unwrap();
-    let (addr, log) = ChildLog::follow(&mut child, false);
-    (Service(child), addr, log)
+    ChildService::spawn(command)
 }
 
 fn rs256_token() -> String {
@@ -209,18 +179,29 @@ async fn stream_status(addr: std::net::SocketAddr, token: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jwks_over_https_is_trusted_through_the_ca_bundle_and_only_through_it() {
-    let certificates = Certificates::make();
+    let certificates = make_certificates();
     let url = serve_jwks_over_tls(&certificates).await;
     let token = rs256_token();
 
     // The keys are fetched before the service listens: the first stream is verified.
-    let (_trusting, addr, _log) = spawn_with_jwks(&url, Some(&certificates.path("ca.pem")));
-    assert_eq!(stream_status(addr, &token).await, 200, "a token signed by a JWKS key");
-    assert_eq!(stream_status(addr, "not-a-token").await, 401);
+    let trusting = spawn_with_jwks(&url, Some(&certificates.path("ca.pem")));
+    assert_eq!(
+        stream_status(trusting.addr, &token).await,
+        200,
+        "a token signed by a JWKS key"
+    );
+    assert_eq!(stream_status(trusting.addr, "not-a-token").await, 401);
 
     // The same server with only the system's CAs, which do not include the test CA: no keys,
     // so tokens get 503 and a log line says why.
-    let (_distrusting, addr, log) = spawn_with_jwks(&url, None);
-    assert_eq!(stream_status(addr, &token).await, 503, "no key set was loaded");
-    assert!(log.contains("cannot fetch the JWKS yet"), "the failed fetch is logged");
+    let distrusting = spawn_with_jwks(&url, None);
+    assert_eq!(
+        stream_status(distrusting.addr, &token).await,
+        503,
+        "no key set was loaded"
+    );
+    assert!(
+        distrusting.log.contains("cannot fetch the JWKS yet"),
+        "the failed fetch is logged"
+    );
 }

@@ -27,18 +27,20 @@ impl ChildLog {
         std::thread::spawn(move || {
             let mut found = Some(found);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(sender) = &found {
-                    if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                        if let Some(addr) = entry["fields"]["address"].as_str() {
-                            let _ = sender.send(addr.parse::<SocketAddr>().expect("address"));
-                            found = None;
-                        }
-                    }
-                }
                 if echo {
                     eprintln!("{line}");
                 }
+                let address = found.as_ref().and_then(|_| {
+                    let entry = serde_json::from_str::<Value>(&line).ok()?;
+                    entry["fields"]["address"].as_str()?.parse::<SocketAddr>().ok()
+                });
+                // Kept before the address is handed over: the caller may look for this line.
                 lines.lock().expect("log lock").push(line);
+                if let Some(addr) = address {
+                    if let Some(sender) = found.take() {
+                        let _ = sender.send(addr);
+                    }
+                }
             }
         });
         let addr = address
